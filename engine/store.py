@@ -107,6 +107,11 @@ class DamagedRecord(DataError):
         self.position = position
 
 
+class CommittedButNotApplied(OperationalError):
+    """The append is durable, but what follows it in this process (the after-commit hook,
+    e.g. the Ledger's views) failed. Do not append again: reopen to rebuild."""
+
+
 class NewerLog(LogOpenError):
     """The log was written by a newer taskledger format than this build reads."""
 
@@ -183,16 +188,28 @@ class _Request:
     """One caller's share of a group commit: either plain events to append (which the
     leader merges with its neighbours' into one write) or an ``apply(txn, batch)``."""
 
-    __slots__ = ("apply", "events", "size", "thread", "wake", "done", "result", "error")
+    __slots__ = (
+        "apply",
+        "events",
+        "context",
+        "size",
+        "thread",
+        "wake",
+        "done",
+        "result",
+        "error",
+    )
 
     def __init__(
         self,
         apply: Callable[[Any, _Batch], Any] | None,
         events: Sequence[StoredEvent] | None,
         size: int,
+        context: Any = None,
     ) -> None:
         self.apply = apply
         self.events = events
+        self.context = context
         self.size = size
         self.thread = threading.get_ident()
         self.wake = threading.Lock()
@@ -278,6 +295,10 @@ class LMDBDatastore:
         self.commit_delay = commit_delay
         self._listeners: set[threading.Event] = set()
         self._closed = False
+        # Called by the committing leader with the batch's successful requests (their
+        # ``result`` holds the notification ids, ``context`` what the appender passed).
+        # It must not raise: the batch is already durable.
+        self.after_commit: Callable[[list[_Request]], None] | None = None
         # Counters for tests and benchmarks: how well group commit batches.
         self.commits = 0
         self.record_packer = msgpack.Packer(use_bin_type=True)  # used by the leader only
@@ -384,10 +405,16 @@ class LMDBDatastore:
             ) from e
 
     # -- writing: group commit ---------------------------------------------------------
-    def append(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+    def append(self, stored_events: Sequence[StoredEvent], context: Any = None) -> list[int]:
         """Appends events to the application sequence; returns their notification ids
-        once they are durable. Concurrent callers share one transaction and one fsync."""
-        return self._submit(_Request(None, stored_events, max(1, len(stored_events))))
+        once they are durable. Concurrent callers share one transaction and one fsync.
+
+        An event whose ``originator_version`` is None gets ``notification id - 1``: a
+        single writer's stream whose versions are its positions, assigned inside the
+        transaction so that concurrent appenders need not agree on them first.
+        ``context`` is handed to the ``after_commit`` hook with the ids.
+        """
+        return self._submit(_Request(None, stored_events, max(1, len(stored_events)), context))
 
     def write(self, apply: Callable[[Any, _Batch], Any], size: int = 1) -> Any:
         """Runs ``apply(txn, batch)`` in a shared, durable write transaction.
@@ -509,6 +536,18 @@ class LMDBDatastore:
                 return
         self.commits += 1
         self.committed_requests += len(requests)
+        if self.after_commit is not None:
+            # In commit order (leaders take turns), before any writer of the batch returns:
+            # what the hook maintains is up to date when an append returns.
+            committed = [r for r in requests if r.error is None]
+            try:
+                self.after_commit(committed)
+            except Exception as e:  # a bug in the hook: the batch is durable all the same
+                for r in committed:
+                    r.error = CommittedButNotApplied(
+                        f"events {r.result} are durable in log {self.path}, but the "
+                        f"after-commit hook failed: {e!r}"
+                    )
         for r in requests:
             r.done = True
         if touched:
@@ -619,6 +658,8 @@ class LMDBDatastore:
         nid = first
         for s in stored_events:
             originator, version = s.originator_id, s.originator_version
+            if version is None:
+                version = nid - 1  # a stream whose versions are its positions (see append)
             prefix = prefixes.get(originator)
             if prefix is None:
                 prefix = prefixes[originator] = _originator_prefix(originator)
