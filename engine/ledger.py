@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import msgpack
 from eventsourcing.persistence import StoredEvent
 
+from engine.codec import CodecError, frame, unframe
 from engine.events import (
     FrameworkDisconnected,
     FrameworkRegistered,
@@ -40,7 +41,8 @@ from engine.events import (
     status_from_mesos,
     to_wire,
 )
-from engine.store import LMDBApplicationRecorder, LMDBDatastore, LogOpenError
+from engine.store import DamagedRecord, LMDBApplicationRecorder, LMDBDatastore, LogOpenError
+from projections import snapshots
 from projections.drift_view import Drift, Views
 
 # The originator id of the Ledger's stream in the log.
@@ -51,6 +53,51 @@ _LOCK_FILE = "ledger.lock"
 
 class LedgerLocked(LogOpenError):
     """Another process has the log open for writing."""
+
+
+class SnapshotInfo(NamedTuple):
+    """A stored snapshot: the notification id it covers, its size, how long it took."""
+
+    nid: int
+    size: int
+    seconds: float
+
+
+class LedgerState:
+    """Everything the Ledger folds from its log: the views and the dedup memory.
+
+    ``apply`` is the one place an event changes state, live, on replay, for snapshots and
+    for as-of queries alike, so all four always agree. Pure: no I/O, no clock.
+    """
+
+    __slots__ = ("views", "last_uuid")
+
+    def __init__(self, views: Views | None = None, last_uuid: dict[str, str] | None = None):
+        self.views = Views() if views is None else views
+        # The uuid of each task's latest agent/executor update: a re-sent update carries
+        # the same uuid (agents re-send until acknowledged, one outstanding per task).
+        self.last_uuid: dict[str, str] = {} if last_uuid is None else last_uuid
+
+    @property
+    def last_nid(self) -> int:
+        return self.views.drift.last_nid
+
+    def apply(self, nid: int, event: Any) -> None:
+        self.views.apply(nid, event)
+        uuid = getattr(event, "uuid", None)
+        if uuid is not None:
+            self.last_uuid[event.task_id] = uuid
+
+    def parts(self) -> dict[str, Any]:
+        """The named parts a snapshot stores (see projections.snapshots.PARTS)."""
+        return {"views": self.views, "dedup": self.last_uuid}
+
+    @classmethod
+    def from_parts(cls, parts: dict[str, Any]) -> LedgerState:
+        return cls(parts["views"], parts["dedup"])
+
+
+snapshots.PARTS.setdefault("dedup", (dict, dict))
 
 
 class Ledger:
@@ -69,13 +116,11 @@ class Ledger:
         self._lock_fd = lock_fd
         self._packer_lock = threading.Lock()
         self._views_lock = threading.RLock()
-        self._views = Views()
-        # Dedup of agent/executor updates (same uuid = same update re-sent): the uuid of
-        # each task's latest update, plus those appended but not yet committed.
+        # Updates appended but not yet committed, so a concurrent re-delivery is a dup too.
         self._dedup_lock = threading.Lock()
-        self._last_uuid: dict[str, str] = {}
         self._inflight: set[tuple[str, str]] = set()
-        self._replay(self._recorder.scan())
+        self.snapshot_problems: list[str] = []  # damaged snapshots skipped on open
+        self._state = self._load(None)
         datastore.after_commit = self._after_commit
 
     # -- opening and closing ---------------------------------------------------------------
@@ -156,7 +201,8 @@ class Ledger:
         key = None if event.uuid is None else (event.task_id, event.uuid)
         if key is not None:
             with self._dedup_lock:
-                if key in self._inflight or self._last_uuid.get(event.task_id) == event.uuid:
+                last = self._state.last_uuid.get(event.task_id)
+                if key in self._inflight or last == event.uuid:
                     return None
                 self._inflight.add(key)
         try:
@@ -204,18 +250,7 @@ class Ledger:
                 if request.context is None:
                     continue  # not a Ledger append (another application in the same log)
                 for nid, event in zip(request.result, request.context, strict=True):
-                    self._apply(nid, event)
-
-    def _apply(self, nid: int, event: Any) -> None:
-        self._views.apply(nid, event)
-        uuid = getattr(event, "uuid", None)
-        if uuid is not None:
-            self._last_uuid[event.task_id] = uuid
-
-    def _replay(self, records: Iterable[tuple[int, list]]) -> None:
-        with self._views_lock:
-            for nid, event in _decode(records):
-                self._apply(nid, event)
+                    self._state.apply(nid, event)
 
     def _now(self, time: float | None) -> float:
         return self._clock() if time is None else float(time)
@@ -224,33 +259,137 @@ class Ledger:
     @property
     def views(self) -> Views:
         """The three views (scheduler, Mesos, drift), as of the last commit."""
-        return self._views
+        return self._state.views
 
     @property
     def scheduler_view(self) -> Any:
-        return self._views.scheduler
+        return self._state.views.scheduler
 
     @property
     def mesos_view(self) -> Any:
-        return self._views.mesos
+        return self._state.views.mesos
 
     def drift(self) -> list[Drift]:
         """The current disagreements, each with its cell of the table (empty if none)."""
         with self._views_lock:
-            return self._views.drift.drift()
+            return self._state.views.drift.drift()
 
     @property
     def last_id(self) -> int:
         """The notification id the views cover."""
-        return self._views.drift.last_nid
+        return self._state.last_nid
 
     def events(self, first: int = 1, last: int | None = None) -> Iterator[tuple[int, Any]]:
         """(notification id, event) pairs of the Ledger's stream, in order."""
         return _decode(self._recorder.scan(first, last))
 
+    def state_as_of(self, notification_id: int) -> LedgerState:
+        """The state right after ``notification_id``: the nearest snapshot at or before
+        it, plus a replay of the events between (a fresh copy; the live state is not
+        touched and appends are not blocked)."""
+        return self._load(notification_id)
+
     def views_as_of(self, notification_id: int) -> Views:
-        """The views as they were right after ``notification_id`` (a fresh copy)."""
-        return Views.rebuild(self.events(1, notification_id))
+        """The views as they were right after ``notification_id``."""
+        return self.state_as_of(notification_id).views
+
+    def id_at(self, timestamp: float) -> int:
+        """The last notification id whose event time is at or before ``timestamp`` (0 if
+        none). Event times are the callers'; this assumes they do not go backwards."""
+        low, high = 0, self._recorder.max_notification_id() or 0
+        while low < high:  # invariant: events up to `low` are at or before timestamp
+            middle = (low + high + 1) // 2
+            if self._event_time(middle) <= timestamp:
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
+    def _event_time(self, nid: int) -> float:
+        for _, record in self._recorder.scan(nid, nid):
+            if record[0] == _STREAM_WIRE:
+                return from_wire(record[2], msgpack.unpackb(record[3])).time
+        return float("-inf")  # another application's event: no time of ours
+
+    # -- snapshots -------------------------------------------------------------------------------
+    def snapshot(self, *, time: float | None = None) -> SnapshotInfo:
+        """Stores the state as of the last commit as a snapshot; returns what it wrote.
+
+        Built by folding the log (from the newest snapshot) in this thread, never from the
+        live views, so appends go on meanwhile (LMDB readers do not block the writer).
+        """
+        started = _time.perf_counter()
+        nid = self.last_id
+        state = self._load(nid)
+        payload = snapshots.encode(nid, self._now(time), state.parts())
+        key = nid.to_bytes(8, "big")
+
+        def put(txn: Any, batch: Any) -> None:
+            txn.put(key, frame(key, payload), db=self._snapshots_db())
+
+        self._store.write(put)
+        return SnapshotInfo(nid, len(payload), _time.perf_counter() - started)
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        """The stored snapshots, oldest first (size in bytes; seconds is 0)."""
+        db = self._snapshots_db()
+        return self._store.read(
+            lambda txn: [
+                SnapshotInfo(int.from_bytes(k, "big"), len(v), 0.0) for k, v in txn.cursor(db=db)
+            ]
+        )
+
+    def check_snapshot(self, nid: int) -> LedgerState:
+        """Reads one snapshot, checksum and shape; raises DamagedRecord or SnapshotError."""
+        key = nid.to_bytes(8, "big")
+        value = self._store.read(lambda txn: txn.get(key, db=self._snapshots_db()))
+        if value is None:
+            raise snapshots.SnapshotError(f"no snapshot at notification id {nid}")
+        return self._decode_snapshot(key, value)[1]
+
+    def _snapshots_db(self) -> Any:
+        return self._store.db("snapshots")
+
+    def _decode_snapshot(self, key: bytes, value: bytes) -> tuple[int, LedgerState]:
+        try:
+            payload = unframe(key, value)
+        except CodecError as e:
+            raise DamagedRecord(
+                f"damaged snapshot in log {self.path}: notification id "
+                f"{int.from_bytes(key, 'big')}, key {key.hex()}: {e}",
+                database="snapshots",
+                key=key,
+                position=int.from_bytes(key, "big"),
+            ) from e
+        nid, _time_taken, parts = snapshots.decode(payload)
+        return nid, LedgerState.from_parts(parts)
+
+    def _load(self, upto: int | None) -> LedgerState:
+        """The newest readable snapshot at or before ``upto`` (None: the end), plus the
+        replay of the log after it. Damaged snapshots are reported and skipped."""
+        db = self._snapshots_db()
+        limit = None if upto is None else upto.to_bytes(8, "big")
+
+        def newest_first(txn: Any) -> list[bytes]:
+            cursor = txn.cursor(db=db)
+            if not cursor.last():
+                return []
+            return [k for k in cursor.iterprev(keys=True, values=False) if not limit or k <= limit]
+
+        state = None
+        for key in self._store.read(newest_first):
+            value = self._store.read(lambda txn, key=key: txn.get(key, db=db))
+            try:
+                _, state = self._decode_snapshot(key, value)
+                break
+            except (DamagedRecord, snapshots.SnapshotError) as e:
+                self.snapshot_problems.append(str(e))
+                state = None
+        if state is None:
+            state = LedgerState()
+        for nid, event in self.events(state.last_nid + 1, upto):
+            state.apply(nid, event)
+        return state
 
 
 def _decode(records: Iterable[tuple[int, list]]) -> Iterator[tuple[int, Any]]:

@@ -1,0 +1,170 @@
+"""The Ledger API on a real LMDB folder: durability, dedup, bad input, threads, locking."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from test_views import histories
+
+from engine.events import MalformedStatus
+from engine.ledger import Ledger, LedgerLocked
+from projections.drift_view import Views
+
+
+def status(task: str, state: str, *, uuid: bytes | None = None, **more) -> dict:
+    s = {"task_id": {"value": task}, "state": state, "agent_id": {"value": "agent-1"}}
+    if uuid is not None:
+        s["uuid"] = base64.b64encode(uuid).decode()
+    s.update(more)
+    return s
+
+
+def test_the_design_card_example(tmp_path):
+    with Ledger.open(tmp_path / "ledger") as ledger:
+        ledger.task_created("job/0/abc", job="job", time=1.0)
+        ledger.task_assigned("job/0/abc", agent_id="agent-1", time=2.0)
+        nid = ledger.status_update(status("job/0/abc", "TASK_RUNNING", uuid=b"u" * 16), time=3.0)
+        assert nid == 3
+        assert ledger.scheduler_view.get("job/0/abc") == "RUNNING"
+        assert ledger.mesos_view.get("job/0/abc") == "TASK_RUNNING"
+        assert ledger.drift() == []
+        assert ledger.scheduler_view.get("nope") is None
+        assert ledger.mesos_view.get("nope") is None
+
+
+def test_views_survive_reopen_and_equal_a_rebuild(tmp_path):
+    with Ledger.open(tmp_path / "l") as ledger:
+        ledger.task_created("a", job="j", time=1)
+        ledger.task_assigned("a", agent_id="x", time=2)
+        ledger.status_update(status("a", "TASK_RUNNING", uuid=b"1" * 16), time=3)
+        ledger.status_update(status("rogue", "TASK_RUNNING"), time=4)
+        live_drift = ledger.drift()
+        events = list(ledger.events())
+    with Ledger.open(tmp_path / "l") as ledger:
+        assert ledger.views == Views.rebuild(events)
+        assert ledger.drift() == live_drift
+        assert [d.task_id for d in live_drift] == ["rogue"]
+
+
+def test_same_update_twice_changes_nothing(tmp_path):
+    with Ledger.open(tmp_path / "l") as ledger:
+        ledger.task_created("a", job="j", time=1)
+        update = status("a", "TASK_RUNNING", uuid=b"2" * 16)
+        first = ledger.status_update(update, time=2)
+        assert ledger.status_update(update, time=3) is None
+        assert ledger.last_id == first
+    # The dedup memory is rebuilt from the log.
+    with Ledger.open(tmp_path / "l") as ledger:
+        assert ledger.status_update(update, time=4) is None
+        assert ledger.last_id == first
+
+
+def test_master_answers_are_marked_and_never_deduplicated(tmp_path):
+    with Ledger.open(tmp_path / "l") as ledger:
+        answer = status("a", "TASK_RUNNING", source="SOURCE_MASTER", reason="REASON_RECONCILIATION")
+        first = ledger.status_update(answer, time=1)
+        second = ledger.status_update(answer, time=2)
+        assert second == first + 1
+        assert ledger.mesos_view.record("a").is_reconciliation_answer
+
+
+BAD_STATUSES = [
+    ({"state": "TASK_RUNNING"}, "task_id"),
+    ({"task_id": "a", "state": "TASK_RUNNING"}, "task_id"),
+    ({"task_id": {"value": 7}, "state": "TASK_RUNNING"}, "task_id"),
+    ({"task_id": {"value": "a"}}, "state"),
+    ({"task_id": {"value": "a"}, "state": "TASK_SLEEPING"}, "TASK_SLEEPING"),
+    ({"task_id": {"value": "a"}, "state": 3}, "state"),
+    ({"task_id": {"value": "a"}, "state": "TASK_RUNNING", "timestamp": "noon"}, "timestamp"),
+    ({"task_id": {"value": "a"}, "state": "TASK_RUNNING", "timestamp": True}, "timestamp"),
+]
+
+
+@pytest.mark.parametrize(("bad", "named"), BAD_STATUSES)
+def test_malformed_status_names_the_field_and_writes_nothing(tmp_path, bad, named):
+    with Ledger.open(tmp_path / "l") as ledger:
+        ledger.task_created("a", job="j", time=1)
+        before = (ledger.last_id, ledger.scheduler_view.get("a"), ledger.mesos_view.get("a"))
+        with pytest.raises(MalformedStatus) as info:
+            ledger.status_update(bad, time=2)
+        assert isinstance(info.value, ValueError)
+        assert named in str(info.value)
+        after = (ledger.last_id, ledger.scheduler_view.get("a"), ledger.mesos_view.get("a"))
+        assert after == before
+        assert len(list(ledger.events())) == 1
+
+
+def test_many_threads_share_commits_and_views_stay_exact(tmp_path):
+    with Ledger.open(tmp_path / "l") as ledger:
+        for t in range(16):
+            ledger.task_created(f"t{t}", job="j", time=0)
+        commits_before = ledger._store.commits
+        start = threading.Barrier(16)
+
+        def feed(t: int) -> None:
+            start.wait()
+            for i, state in enumerate(["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING"] * 5):
+                uuid = bytes([t, i]) * 8
+                ledger.status_update(status(f"t{t}", state, uuid=uuid), time=1 + i)
+
+        threads = [threading.Thread(target=feed, args=(t,)) for t in range(16)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        events = list(ledger.events())
+        assert [nid for nid, _ in events] == list(range(1, 16 + 16 * 15 + 1))
+        assert ledger.views == Views.rebuild(events)
+        assert ledger._store.commits - commits_before < 16 * 15  # group commit batched
+        assert all(ledger.mesos_view.get(f"t{t}") == "TASK_RUNNING" for t in range(16))
+
+
+def test_second_writer_process_is_refused_with_one_line(tmp_path):
+    with Ledger.open(tmp_path / "l"):
+        script = (
+            "import sys\n"
+            "from engine.ledger import Ledger, LedgerLocked\n"
+            "try:\n    Ledger.open(sys.argv[1])\n"
+            "except LedgerLocked as e:\n    print(e); sys.exit(3)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "l")],
+            capture_output=True,
+            text=True,
+            cwd=os.getcwd(),
+        )
+        assert result.returncode == 3, result.stderr
+        assert f"pid {os.getpid()}" in result.stdout
+    with pytest.raises(LedgerLocked, match="this process"), Ledger.open(tmp_path / "m"):
+        Ledger.open(tmp_path / "m")
+
+
+def test_bad_task_id_for_scheduler_facts(tmp_path):
+    with Ledger.open(tmp_path / "l") as ledger:
+        with pytest.raises(ValueError, match="task_id"):
+            ledger.task_created("", job="j")
+        with pytest.raises(ValueError, match="agent_id"):
+            ledger.task_assigned("a", agent_id=None)  # type: ignore[arg-type]
+        assert ledger.last_id == 0
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(history=histories)
+def test_ledger_replay_equals_rebuild_for_random_histories(tmp_path_factory, history):
+    path = tmp_path_factory.mktemp("h")
+    events = [event for _, event in history]
+    with Ledger.open(path, durable=False) as ledger:
+        ids = ledger.append(events) if events else []
+        assert ids == list(range(1, len(events) + 1))
+        live = ledger.views
+        assert live == Views.rebuild(list(zip(ids, events, strict=True)))
+    with Ledger.open(path, durable=False) as reopened:
+        assert reopened.views == Views.rebuild(list(zip(ids, events, strict=True)))
