@@ -1,0 +1,328 @@
+"""The pure cluster model, without sockets or a clock: properties over random histories."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tools.sim.cluster import RECOVERED, REGISTERED, REMOVED, UNREACHABLE, Cluster, Emit, SimConfig
+from tools.sim.faults import InvalidFault, parse_fault
+from tools.sim.protocol import is_terminal
+
+PA = [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"}]
+LIFECYCLE = ["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"]
+
+
+class Harness:
+    """A cluster with one subscribed framework, and every event it was sent."""
+
+    def __init__(self, seed: int = 0, partition_aware: bool = True, agents: int = 2) -> None:
+        self.cluster = Cluster(SimConfig(agents=agents, seed=seed))
+        self.now = 0.0
+        self.events: list[dict] = []
+        self.acks: list[tuple[str, str]] = []  # (task id, uuid) sent, in order
+        info = {"user": "u", "name": "n", "failover_timeout": 1e6}
+        if partition_aware:
+            info["capabilities"] = PA
+        reply = self.cluster.subscribe(
+            {"type": "SUBSCRIBE", "subscribe": {"framework_info": info}}, None, self.now
+        )
+        assert reply.status == 200
+        self.stream = reply.stream_id
+        self._take(reply.effects)
+        self.fid = self.events[0]["subscribed"]["framework_id"]["value"]
+        self.agents = list(self.cluster.agents)
+
+    def _take(self, effects: list) -> None:
+        self.events.extend(e.event for e in effects if isinstance(e, Emit))
+
+    def resubscribe(self) -> None:
+        info = {"user": "u", "name": "n", "failover_timeout": 1e6, "id": {"value": self.fid}}
+        if self.cluster.frameworks[self.fid].partition_aware:
+            info["capabilities"] = PA
+        body = {
+            "type": "SUBSCRIBE",
+            "framework_id": {"value": self.fid},
+            "subscribe": {"framework_info": info},
+        }
+        reply = self.cluster.subscribe(body, None, self.now)
+        if reply.status == 200:
+            self.stream = reply.stream_id
+        self._take(reply.effects)
+
+    def post(self, typ: str, payload: dict | None = None) -> int:
+        body: dict = {"type": typ, "framework_id": {"value": self.fid}}
+        if payload is not None:
+            body[typ.lower()] = payload
+        reply = self.cluster.call(body, self.stream, self.now)
+        self._take(reply.effects)
+        return reply.status
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self._take(self.cluster.tick(self.now))
+
+    def inject(self, fault: dict) -> None:
+        self._take(self.cluster.inject(fault, self.now))
+
+    def offers(self) -> list[dict]:
+        live = {o.id for o in self.cluster.offers.values() if o.framework_id == self.fid}
+        return [
+            o
+            for e in self.events
+            if e["type"] == "OFFERS"
+            for o in e["offers"]["offers"]
+            if o["id"]["value"] in live
+        ]
+
+    def launch(self, task_id: str, agent_index: int = 0, duration: float | None = None) -> bool:
+        agent = self.agents[agent_index]
+        offer = next((o for o in self.offers() if o["agent_id"]["value"] == agent), None)
+        if offer is None:
+            return False
+        labels = [] if duration is None else [{"key": "sim.duration", "value": str(duration)}]
+        task = {
+            "name": task_id,
+            "task_id": {"value": task_id},
+            "agent_id": {"value": agent},
+            "command": {"value": "true"},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
+            "labels": {"labels": labels},
+        }
+        op = {"type": "LAUNCH", "launch": {"task_infos": [task]}}
+        accept = {"offer_ids": [offer["id"]], "operations": [op], "filters": {"refuse_seconds": 0}}
+        return self.post("ACCEPT", accept) == 202
+
+    def updates(self, task_id: str | None = None) -> list[dict]:
+        return [
+            e["update"]["status"]
+            for e in self.events
+            if e["type"] == "UPDATE"
+            and (task_id is None or e["update"]["status"]["task_id"]["value"] == task_id)
+        ]
+
+    def ack(self, status: dict) -> None:
+        self.acks.append((status["task_id"]["value"], status["uuid"]))
+        ack = {k: status[k] for k in ("agent_id", "task_id", "uuid")}
+        assert self.post("ACKNOWLEDGE", ack) == 202
+
+
+# ---------------------------------------------------------------- random histories
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("launch"), st.integers(0, 1), st.sampled_from([None, 1.0, 30.0])),
+        st.tuples(st.just("advance"), st.floats(0.1, 40.0)),
+        st.tuples(st.just("ack_latest"), st.integers(0, 3)),
+        st.tuples(st.just("ack_stale"), st.integers(0, 3)),
+        st.tuples(st.just("kill"), st.integers(0, 3)),
+        st.tuples(st.just("partition"), st.integers(0, 1)),
+        st.tuples(st.just("heal"), st.integers(0, 1)),
+        st.tuples(
+            st.just("rule"),
+            st.sampled_from(["drop_updates", "duplicate_updates", "lose_acks", "reorder_updates"]),
+        ),
+        st.tuples(st.just("drop_stream")),
+        st.tuples(st.just("reconcile")),
+    ),
+    max_size=40,
+)
+
+
+def run_history(seed: int, history: list[tuple]) -> Harness:
+    h = Harness(seed=seed)
+    launched: list[str] = []
+    for op in history:
+        kind = op[0]
+        if kind == "launch":
+            tid = f"t{len(launched)}"
+            if h.launch(tid, op[1], op[2]):
+                launched.append(tid)
+        elif kind == "advance":
+            h.advance(op[1])
+        elif kind in ("ack_latest", "ack_stale") and launched:
+            tid = launched[op[1] % len(launched)]
+            with_uuid = [u for u in h.updates(tid) if "uuid" in u]
+            if with_uuid:
+                h.ack(with_uuid[-1] if kind == "ack_latest" else with_uuid[0])
+        elif kind == "kill" and launched:
+            h.post("KILL", {"task_id": {"value": launched[op[1] % len(launched)]}})
+        elif kind == "partition":
+            h.inject({"kind": "agent_partition", "agent_id": op[1]})
+        elif kind == "heal":
+            h.inject({"kind": "agent_heal", "agent_id": op[1]})
+        elif kind == "rule":
+            h.inject({"kind": op[1], "probability": 0.5, "count": 3})
+        elif kind == "drop_stream":
+            h.inject({"kind": "stream_drop"})
+            h.resubscribe()
+        elif kind == "reconcile":
+            h.post("RECONCILE", {"tasks": []})
+    h.advance(5.0)
+    return h
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**16), history=ops)
+def test_one_outstanding_update_per_task_and_in_order(seed, history):
+    h = run_history(seed, history)
+    by_task: dict[str, list[dict]] = {}
+    for status in h.updates():
+        if status["source"] == "SOURCE_MASTER":
+            assert "uuid" not in status  # master-generated: never to be acknowledged
+            assert status.get("reason")
+            continue
+        assert len(status["uuid"]) == 24  # base64 of 16 bytes
+        by_task.setdefault(status["task_id"]["value"], []).append(status)
+    for task_id, statuses in by_task.items():
+        distinct: list[dict] = []
+        for s in statuses:
+            if not distinct or distinct[-1]["uuid"] != s["uuid"]:
+                assert s["uuid"] not in {d["uuid"] for d in distinct}, "an old update came back"
+                distinct.append(s)
+        # A new update of a task only after the previous one was acknowledged.
+        acked = [u for t, u in h.acks if t == task_id]
+        for previous, _ in zip(distinct, distinct[1:], strict=False):
+            assert previous["uuid"] in acked
+        # The states never go back in the task's life, and nothing follows a terminal one.
+        states = [d["state"] for d in distinct]
+        ranks = [LIFECYCLE.index(s) if s in LIFECYCLE else len(LIFECYCLE) for s in states]
+        assert ranks == sorted(ranks)
+        assert all(not is_terminal(s) for s in states[:-1])
+    for task in h.cluster.agent_tasks.values():
+        assert all("uuid" in u for u in task.queue)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), history=ops)
+def test_same_seed_same_history_same_events(seed, history):
+    assert run_history(seed, history).events == run_history(seed, history).events
+
+
+# ----------------------------------------------------------- reconciliation table
+
+
+def expected_answer(known: bool, named: bool, named_status: str, other_recovering: bool):
+    """The table of reconciliation.md for a partition-aware framework (None: no answer)."""
+    if known:
+        return "TASK_RUNNING"
+    if named:
+        return {
+            RECOVERED: None,
+            REGISTERED: "TASK_GONE",
+            UNREACHABLE: "TASK_UNREACHABLE",
+            REMOVED: "TASK_GONE_BY_OPERATOR",
+            "MISSING": "TASK_UNKNOWN",
+        }[named_status]
+    any_recovering = other_recovering or named_status == RECOVERED
+    return None if any_recovering else "TASK_UNKNOWN"
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    known=st.booleans(),
+    named=st.booleans(),
+    named_status=st.sampled_from([REGISTERED, RECOVERED, UNREACHABLE, REMOVED, "MISSING"]),
+    other_recovering=st.booleans(),
+    partition_aware=st.booleans(),
+)
+def test_explicit_reconciliation_follows_the_table(
+    known, named, named_status, other_recovering, partition_aware
+):
+    h = Harness(partition_aware=partition_aware, agents=3)
+    cluster = h.cluster
+    # Agent 0 runs the known task; agent 1 is the one named (in `named_status`); agent 2 is
+    # another agent, recovering from a failover or not.
+    if known:
+        assert h.launch("t", 0)
+        h.advance(1.0)
+        h.ack(h.updates("t")[-1])  # STARTING: the master learns RUNNING with the next send
+    a1, a2 = h.agents[1], h.agents[2]
+    if named_status != "MISSING":
+        cluster.agents[a1].status = named_status
+    if other_recovering:
+        cluster.agents[a2].status = RECOVERED
+    agent_id = (a1 if named_status != "MISSING" else "no-such-agent") if named else None
+    answer = cluster.reconcile_answer(h.fid, "t" if known else "x", agent_id)
+    want = expected_answer(known, named, named_status, other_recovering)
+    if want is None:
+        assert answer is None
+        return
+    if not partition_aware and not known:
+        want = "TASK_LOST"
+    assert answer is not None
+    assert answer["state"] == want
+    assert answer["source"] == "SOURCE_MASTER"
+    assert answer["reason"] == "REASON_RECONCILIATION"
+    assert "uuid" not in answer
+
+
+def test_implicit_reconciliation_answers_every_task_the_master_holds():
+    h = Harness()
+    assert h.launch("a", 0) and h.launch("b", 1)
+    h.advance(2.0)
+    h.inject({"kind": "rogue_task", "agent_id": 0, "task_id": "rogue"})
+    before = len(h.updates())
+    assert h.post("RECONCILE", {"tasks": []}) == 202
+    answers = h.updates()[before:]
+    assert sorted(a["task_id"]["value"] for a in answers) == ["a", "b", "rogue"]
+    assert all(a["reason"] == "REASON_RECONCILIATION" for a in answers)
+
+
+# ------------------------------------------------------------------- delivery details
+
+
+def test_resend_backoff_doubles_from_10_seconds_to_10_minutes():
+    h = Harness()
+    assert h.launch("t", 0)
+    h.advance(0.5)  # STARTING is sent at 0.5 s
+    times = []
+    for _ in range(9000):
+        before = len(h.updates("t"))
+        h.advance(1.0)
+        if len(h.updates("t")) > before:
+            times.append(h.now)
+        if len(times) == 9:
+            break
+    gaps = [round(b - a) for a, b in zip([0.5, *times], times, strict=False)]
+    assert gaps == [10, 20, 40, 80, 160, 320, 600, 600, 600]
+
+
+def test_acknowledging_a_terminal_update_removes_the_task_from_the_master():
+    h = Harness()
+    assert h.launch("t", 0, duration=1.0)
+    h.advance(1.0)
+    h.ack(h.updates("t")[-1])  # STARTING; RUNNING follows at once
+    assert h.updates("t")[-1]["state"] == "TASK_RUNNING"
+    h.ack(h.updates("t")[-1])
+    h.advance(2.0)
+    final = h.updates("t")[-1]
+    assert final["state"] == "TASK_FINISHED"
+    assert (h.fid, "t") in h.cluster.master_tasks
+    h.ack(final)
+    assert (h.fid, "t") not in h.cluster.master_tasks
+    assert (h.fid, "t") not in h.cluster.agent_tasks
+    assert h.cluster.reconcile_answer(h.fid, "t", None)["state"] == "TASK_UNKNOWN"
+
+
+def test_failover_forgets_tasks_until_the_agent_reregisters():
+    h = Harness()
+    assert h.launch("t", 0)
+    h.advance(2.0)
+    h.inject({"kind": "master_failover", "down_for": 5, "reregister_after": 10})
+    assert not h.cluster.master_tasks
+    assert h.cluster.reconcile_answer(h.fid, "t", None) is None  # agents recovering
+    h.advance(6.0)  # master up, agents not yet back
+    assert h.cluster.master_up and not h.cluster.master_tasks
+    h.advance(10.0)
+    assert h.cluster.master_tasks[(h.fid, "t")].state == "TASK_RUNNING"
+
+
+def test_faults_are_validated_with_precise_messages():
+    with pytest.raises(InvalidFault, match="unknown fault kind 'explode'"):
+        parse_fault({"kind": "explode"})
+    with pytest.raises(InvalidFault, match="'agent_id' is required"):
+        parse_fault({"kind": "agent_remove"})
+    with pytest.raises(InvalidFault, match="no agent 7"):
+        Harness().inject({"kind": "agent_remove", "agent_id": 7})
