@@ -1,0 +1,235 @@
+"""The scheduler's logic, independent of how Mesos is reached.
+
+`SchedulerCore` turns what Mesos says (subscribed, offers, updates, errors) into Ledger
+appends and driver calls, and keeps one job's instances running. It never raises into its
+caller: under pymesos a raise on the IO thread aborts the driver (and with failover=False
+tears down every task), so every entry point records the error and carries on.
+
+Order of effects, always: append to the Ledger (durable) first, then act on Mesos. An update
+is acknowledged only after its append returned; a launch is sent only after its
+TaskAssigned is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.events import MalformedStatus, TaskAssigned, TaskCreated
+from engine.ledger import Ledger
+from engine.lifecycle import TERMINAL, ScheduleStatus
+from engine.mesos.driver import Driver
+
+log = logging.getLogger("taskledger.scheduler")
+
+_DONE = frozenset(s.value for s in TERMINAL) | {ScheduleStatus.DELETED.value}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One service job: ``instances`` copies of a command, each with these resources."""
+
+    name: str
+    instances: int
+    cmd: str = "sleep 3600"
+    cpus: float = 0.1
+    mem: float = 32.0
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CoreStats:
+    updates: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    launches: int = 0
+    callback_errors: int = 0
+    last_error: str | None = None
+    heartbeats: int = 0
+    last_heartbeat: float | None = None
+
+
+def _scalar(offer: dict[str, Any], name: str) -> float:
+    for resource in offer.get("resources", []):
+        if resource.get("name") == name and resource.get("type") == "SCALAR":
+            return float(resource["scalar"]["value"])
+    return 0.0
+
+
+class SchedulerCore:
+    """The embedded scheduler's decisions about Mesos events. Thread-safe."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        job: JobSpec | None,
+        *,
+        clock: Callable[[], float],
+        refuse_seconds: float = 5.0,
+    ) -> None:
+        self.ledger = ledger
+        self.job = job
+        self.clock = clock
+        self.refuse_seconds = refuse_seconds
+        self.driver: Driver | None = None
+        self.stats = CoreStats()
+        self.subscribed = False
+        self._lock = threading.RLock()
+
+    # -- guarded entry points (called from pymesos's IO thread or a simulation) -------------
+    def _guard(self, what: str, action: Callable[[], None]) -> None:
+        try:
+            with self._lock:
+                action()
+        except Exception as e:  # never into pymesos's thread: record and carry on
+            self.stats.callback_errors += 1
+            self.stats.last_error = f"{what}: {e!r}"
+            log.exception("scheduler callback %s failed", what)
+
+    def registered(self, framework_id: str, master_id: str) -> None:
+        self._guard("registered", lambda: self._subscribed(framework_id, master_id, False))
+
+    def reregistered(self, framework_id: str, master_id: str) -> None:
+        self._guard("reregistered", lambda: self._subscribed(framework_id, master_id, True))
+
+    def disconnected(self) -> None:
+        def action() -> None:
+            self.subscribed = False
+            self.ledger.framework_disconnected(time=self.clock())
+
+        self._guard("disconnected", action)
+
+    def offers(self, offers: list[dict[str, Any]]) -> None:
+        self._guard("offers", lambda: self._offers(offers))
+
+    def update(self, status: dict[str, Any]) -> None:
+        self._guard("update", lambda: self._update(status))
+
+    def heartbeat(self) -> None:
+        self.stats.heartbeats += 1
+        self.stats.last_heartbeat = self.clock()
+
+    def error(self, message: str) -> None:
+        self.stats.last_error = f"master error: {message}"
+        log.error("master says: %s", message)
+
+    # -- the logic ---------------------------------------------------------------------------
+    def _subscribed(self, framework_id: str, master_id: str, again: bool) -> None:
+        now = self.clock()
+        self.subscribed = True
+        self.stats.last_heartbeat = now
+        if again:
+            self.ledger.framework_reregistered(framework_id, master_id, time=now)
+        else:
+            self.ledger.framework_registered(framework_id, master_id, time=now)
+        # Mesos's advice: reconcile after every (re)registration. The saga supersedes a
+        # run in progress, so a flapping connection never stacks runs.
+        reconcile = getattr(self.ledger, "reconcile", None)
+        if reconcile is not None:
+            reconcile("explicit", now=now, trigger="reregistered" if again else "registered")
+        self.ensure_instances()
+
+    def _update(self, status: dict[str, Any]) -> None:
+        self.stats.updates += 1
+        try:
+            nid = self.ledger.status_update(status, time=self.clock())
+        except MalformedStatus as e:
+            # Not a fact we can record. Acknowledging stops the agent re-sending it forever;
+            # leaving it unacknowledged would stall the task's update stream.
+            self.stats.rejected += 1
+            self.stats.last_error = f"rejected update: {e}"
+            log.error("rejected a malformed status update: %s", e)
+        else:
+            if nid is None:
+                self.stats.duplicates += 1
+        # Only updates that carry a uuid are acknowledged (master-generated ones must not be),
+        # and only now that the append has returned: the update is durable.
+        if status.get("uuid") and isinstance(status.get("agent_id"), dict) and self.driver:
+            self.driver.acknowledge(status)
+
+    def _live_instances(self) -> dict[int, list[str]]:
+        assert self.job is not None
+        live: dict[int, list[str]] = {}
+        for task_id, record in self.ledger.scheduler_view.tasks.items():
+            if record.job == self.job.name and record.state not in _DONE:
+                live.setdefault(record.instance or 0, []).append(task_id)
+        return live
+
+    def ensure_instances(self) -> list[str]:
+        """Creates a task for every instance of the job that has no live task."""
+        if self.job is None:
+            return []
+        live = self._live_instances()
+        now = self.clock()
+        created = []
+        generation = len(self.ledger.scheduler_view.tasks)
+        for instance in range(self.job.instances):
+            if instance not in live:
+                # Deterministic ids (no uuid4): the same history makes the same log.
+                created.append(f"{self.job.name}/{instance}/g{generation + len(created)}")
+        if created:
+            events = [
+                TaskCreated(now, None, t, self.job.name, int(t.split("/")[-2])) for t in created
+            ]
+            self.ledger.append(events)
+        return created
+
+    def pending_tasks(self) -> list[str]:
+        if self.job is None:
+            return []
+        view = self.ledger.scheduler_view
+        return sorted(
+            t
+            for t, r in view.tasks.items()
+            if r.job == self.job.name and r.state == ScheduleStatus.PENDING.value
+        )
+
+    def _offers(self, offers: list[dict[str, Any]]) -> None:
+        assert self.driver is not None
+        self.ensure_instances()
+        pending = self.pending_tasks()
+        declined = []
+        for offer in offers:
+            offer_id = offer["id"]["value"]
+            if not pending or self.job is None:
+                declined.append(offer_id)
+                continue
+            cpus, mem = _scalar(offer, "cpus"), _scalar(offer, "mem")
+            agent_id = offer["agent_id"]["value"]
+            chosen = []
+            while pending and cpus >= self.job.cpus and mem >= self.job.mem:
+                chosen.append(pending.pop(0))
+                cpus -= self.job.cpus
+                mem -= self.job.mem
+            if not chosen:
+                declined.append(offer_id)
+                continue
+            now = self.clock()
+            # Durable before the launch leaves: a crash after this line leaves ASSIGNED
+            # tasks that reconciliation resolves, never a task Mesos runs that we forgot.
+            self.ledger.append([TaskAssigned(now, None, t, agent_id) for t in chosen])
+            self.driver.launch(offer_id, [self._task_info(t, agent_id) for t in chosen])
+            self.stats.launches += len(chosen)
+        if declined:
+            self.driver.decline(declined, self.refuse_seconds)
+
+    def _task_info(self, task_id: str, agent_id: str) -> dict[str, Any]:
+        assert self.job is not None
+        info: dict[str, Any] = {
+            "name": task_id,
+            "task_id": {"value": task_id},
+            "agent_id": {"value": agent_id},
+            "resources": [
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": self.job.cpus}},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": self.job.mem}},
+            ],
+            "command": {"value": self.job.cmd, "shell": True},
+        }
+        if self.job.labels:
+            info["labels"] = {
+                "labels": [{"key": k, "value": v} for k, v in sorted(self.job.labels.items())]
+            }
+        return info

@@ -1,0 +1,186 @@
+"""The runtime: the embedded scheduler as a long-running loop (the imperative shell).
+
+It owns the clock and the pymesos driver. Every `tick` seconds it advances the saga's timers
+(scheduled and overdue reconciliation runs, kill retries, partition timers), dispatches the
+outbox's pending commands through the driver, keeps the job's instances, and supervises the
+driver: a driver that aborted, or whose stream went silent for longer than the heartbeat
+watchdog allows, is stopped (failover: never a TEARDOWN) and a new one subscribes again with
+the framework id kept in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.ledger import Ledger
+from engine.mesos.core import JobSpec, SchedulerCore
+
+log = logging.getLogger("taskledger.runtime")
+
+
+@dataclass
+class RuntimeConfig:
+    master: str
+    log_path: str
+    job: JobSpec | None = None
+    framework_name: str = "taskledger"
+    user: str = "root"
+    # How long the master keeps our tasks after we disconnect. pymesos's silent default is
+    # 100 s; a scheduler restart must fit well inside it.
+    failover_timeout: float = 7 * 24 * 3600.0
+    http_timeout: float = 30.0
+    tick: float = 0.25
+    # Silence longer than this many heartbeat intervals means the stream is dead.
+    watchdog_intervals: float = 3.0
+    heartbeat_interval: float = 15.0
+    durable: bool = True
+    saga_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RuntimeStats:
+    ticks: int = 0
+    driver_starts: int = 0
+    watchdog_restarts: int = 0
+    abort_restarts: int = 0
+    dispatch_errors: int = 0
+    last_dispatch: Any = None
+
+
+class Runtime:
+    """Runs the scheduler until ``stop()``; safe to stop from a signal handler."""
+
+    def __init__(self, config: RuntimeConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.stats = RuntimeStats()
+        self._stop = threading.Event()
+        self.ledger: Ledger | None = None
+        self.core: SchedulerCore | None = None
+        self.driver: Any = None
+        self.ready = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- driver supervision ------------------------------------------------------------------
+    def _framework(self) -> dict[str, Any]:
+        assert self.ledger is not None
+        framework: dict[str, Any] = {
+            "user": self.config.user,
+            "name": self.config.framework_name,
+            "failover_timeout": self.config.failover_timeout,
+            "capabilities": [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"}],
+        }
+        framework_id = self.ledger.mesos_view.framework_id
+        if framework_id:
+            # The same framework after a restart: the master keeps our tasks for us.
+            framework["id"] = {"value": framework_id}
+        return framework
+
+    def _start_driver(self) -> None:
+        from engine.mesos.scheduler import make_driver
+
+        assert self.core is not None
+        self.driver = make_driver(
+            self.core, self.config.master, self._framework(), http_timeout=self.config.http_timeout
+        )
+        self.core.stats.last_heartbeat = self.clock()
+        self.driver.start()
+        self.stats.driver_starts += 1
+
+    def _stop_driver(self) -> None:
+        driver, self.driver = self.driver, None
+        if driver is not None:
+            driver.stop(failover=True)
+            driver.join()
+
+    def _supervise(self, now: float) -> None:
+        assert self.core is not None
+        driver = self.driver
+        if driver is None:
+            self._start_driver()
+            return
+        if driver.aborted:
+            log.warning("driver aborted; starting a new one")
+            self.stats.abort_restarts += 1
+            self._restart()
+            return
+        limit = self.config.watchdog_intervals * self.config.heartbeat_interval
+        last = self.core.stats.last_heartbeat
+        if last is not None and now - last > limit:
+            log.warning("no heartbeat for %.1f s; restarting the driver", now - last)
+            self.stats.watchdog_restarts += 1
+            self._restart()
+
+    def _restart(self) -> None:
+        assert self.core is not None
+        if self.core.subscribed:
+            self.core.disconnected()
+        self._stop_driver()
+        self._start_driver()
+
+    # -- commands ------------------------------------------------------------------------------
+    def _send(self, command: Any) -> None:
+        """Carries one pending command to Mesos (raises if it could not be sent)."""
+        assert self.core is not None and self.core.driver is not None and self.ledger is not None
+        driver = self.core.driver
+        if command.kind == "KILL":
+            driver.kill(command.task_id, command.agent_id)
+        elif command.kind == "RECONCILE":
+            tasks = list(command.tasks or ())
+            driver.reconcile([(t, self._agent_of(t)) for t in tasks])
+        else:
+            raise ValueError(f"not a remote command: {command.kind}")
+
+    def _agent_of(self, task_id: str) -> str | None:
+        assert self.ledger is not None
+        mesos = self.ledger.mesos_view.record(task_id)
+        if mesos is not None and mesos.agent_id:
+            return mesos.agent_id
+        scheduler = self.ledger.scheduler_view.record(task_id)
+        return None if scheduler is None else scheduler.agent_id
+
+    def _step(self, dispatcher: Any) -> None:
+        assert self.ledger is not None and self.core is not None
+        now = self.clock()
+        self.stats.ticks += 1
+        self._supervise(now)
+        tick = getattr(self.ledger, "tick", None)
+        if tick is not None:
+            tick(now=now)
+        if dispatcher is not None and self.core.subscribed:
+            try:
+                self.stats.last_dispatch = dispatcher.dispatch(now=now)
+            except Exception:
+                self.stats.dispatch_errors += 1
+                log.exception("dispatch failed")
+        self.core.ensure_instances()
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Runs until stop(); returns an exit status. Nothing is acknowledged to the master
+        that is not durable, also while stopping (appends finish before the driver stops)."""
+        config = self.config
+        self.ledger = Ledger.open(config.log_path, durable=config.durable, clock=self.clock)
+        try:
+            configure = getattr(self.ledger, "configure_saga", None)
+            if configure is not None and config.saga_options:
+                configure(**config.saga_options)
+            self.core = SchedulerCore(self.ledger, config.job, clock=self.clock)
+            self.core.ensure_instances()
+            make_dispatcher = getattr(self.ledger, "dispatcher", None)
+            dispatcher = make_dispatcher(self._send) if make_dispatcher is not None else None
+            self._start_driver()
+            self.ready.set()
+            while not self._stop.wait(config.tick):
+                self._step(dispatcher)
+            return 0
+        finally:
+            self._stop_driver()
+            self.ledger.close()

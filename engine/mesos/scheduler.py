@@ -1,0 +1,91 @@
+"""The pymesos adapter: a pymesos Scheduler whose callbacks feed the SchedulerCore.
+
+pymesos must be imported in the main thread (it installs a SIGINT handler); this module is
+imported by the runtime, which runs there. Every callback is guarded by the core: nothing
+raises into pymesos's IO thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymesos import MesosSchedulerDriver, Scheduler
+
+from engine.mesos.core import SchedulerCore
+from engine.mesos.driver import PymesosDriver
+
+
+class _Driver(MesosSchedulerDriver):
+    """pymesos's driver, keeping the master's id from SUBSCRIBED (pymesos drops it, and it
+    is what makes a master failover visible in the log)."""
+
+    master_id: str | None = None
+
+    def on_subscribed(self, info: dict[str, Any]) -> None:
+        master_info = info.get("master_info") or {}
+        self.master_id = master_info.get("id") or self.master
+        super().on_subscribed(info)
+
+
+class LedgerScheduler(Scheduler):
+    """pymesos callbacks -> SchedulerCore."""
+
+    def __init__(self, core: SchedulerCore) -> None:
+        self.core = core
+
+    def registered(self, driver: Any, framework_id: dict, master_info: dict) -> None:
+        self.core.registered(framework_id["value"], getattr(driver, "master_id", None) or "")
+
+    def reregistered(self, driver: Any, master_info: dict) -> None:
+        self.core.reregistered(driver.framework_id, getattr(driver, "master_id", None) or "")
+
+    def disconnected(self, driver: Any) -> None:
+        self.core.disconnected()
+
+    def resourceOffers(self, driver: Any, offers: list[dict]) -> None:  # noqa: N802
+        self.core.offers(offers)
+
+    def offerRescinded(self, driver: Any, offer_id: dict) -> None:  # noqa: N802
+        pass  # offers are used at once or declined: nothing held to forget
+
+    def statusUpdate(self, driver: Any, status: dict) -> None:  # noqa: N802
+        self.core.update(status)
+
+    def error(self, driver: Any, message: str) -> None:
+        self.core.error(message)
+        if "removed" in message.lower():
+            # "Framework has been removed": pymesos would resubscribe forever. Stop; the
+            # supervisor decides what next (a removed framework's tasks are gone).
+            driver.stop(failover=True)
+
+    def processHeartBeat(self, driver: Any) -> None:  # noqa: N802
+        self.core.heartbeat()
+
+    def slaveLost(self, driver: Any, agent_id: dict) -> None:  # noqa: N802
+        pass  # the master sends the tasks' updates; reconciliation covers the rest
+
+    def executorLost(self, driver: Any, executor_id: dict, agent_id: dict, status: Any) -> None:  # noqa: N802
+        pass
+
+
+def make_driver(
+    core: SchedulerCore,
+    master: str,
+    framework: dict[str, Any],
+    *,
+    http_timeout: float = 30.0,
+) -> _Driver:
+    """A pymesos driver for ``core``: failover always on (a driver that stops or aborts
+    must never TEARDOWN the framework), explicit acknowledgements (after the append), and
+    an explicit HTTP timeout (pymesos's default is a day)."""
+    driver = _Driver(
+        LedgerScheduler(core),
+        framework,
+        master,
+        use_addict=False,
+        implicit_acknowledgements=False,
+        failover=True,
+        timeout=http_timeout,
+    )
+    core.driver = PymesosDriver(driver)
+    return driver
