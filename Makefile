@@ -26,7 +26,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+# The HTML report test renders the report in Debian's headless Chromium.
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	(apt-get update -q && apt-get install -y -q --no-install-recommends chromium) >/dev/null
+
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -6,6 +6,8 @@ Defaults: 10M events over 1M tasks (the issue's size; about 2 GB of log). In one
 
 * raw: an LMDB cursor over the log and msgpack unpack of every record and of the event
   inside it, no project code (the limit);
+* decode only: the Ledger's read path without any state (cursor, checksum, unpack of the
+  record and of the event, the event tuple): the floor under any replay;
 * replay: the Ledger's full replay into the three views (decode, checksum, evolve);
 * snapshot write: folding the log and storing the views (the snapshot is built by a
   replay from the previous snapshot, so this includes one full replay here);
@@ -118,6 +120,24 @@ def bench_raw(path: str) -> Result:
     return Result("raw cursor+unpack", count, seconds, "the limit")
 
 
+def bench_decode(path: str) -> Result:
+    store = LMDBDatastore.open(path, durable=False)
+    try:
+        recorder = LMDBApplicationRecorder(store)
+        from engine.ledger import _decode
+
+        gc.disable()
+        started = time.perf_counter()
+        count = 0
+        for _nid, _event in _decode(recorder.scan(chunk=20_000)):
+            count += 1
+        seconds = time.perf_counter() - started
+        gc.enable()
+        return Result("decode only", count, seconds, "checksum+unpack+event, no state")
+    finally:
+        store.close()
+
+
 def bench_replay(path: str) -> tuple[Result, LedgerState]:
     store = LMDBDatastore.open(path, durable=False)
     try:
@@ -144,16 +164,20 @@ import gc, json, sys, time
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
+def anon():  # resident pages that are not file-backed (LMDB's map is file-backed)
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("RssAnon:"))
 from engine.ledger import Ledger
 gc.collect()
-before = rss()
+before, before_anon = rss(), anon()
 started = time.perf_counter()
 ledger = Ledger.open(sys.argv[1], durable=False)
 seconds = time.perf_counter() - started
 gc.collect()
-after = rss()
+after, after_anon = rss(), anon()
 tasks = len(ledger.views.drift.cells)
-print(json.dumps({"open_seconds": seconds, "rss_bytes": after - before, "tasks": tasks,
+print(json.dumps({"open_seconds": seconds, "rss_bytes": after - before,
+                  "anon_rss_bytes": after_anon - before_anon, "tasks": tasks,
                   "problems": ledger.snapshot_problems}))
 """
 
@@ -177,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{time.perf_counter() - started:.1f}s ({size_gb:.2f} GB)"
         )
         raw = bench_raw(path)
+        decode = bench_decode(path)
         replay, _state = bench_replay(path)
         del _state
         gc.collect()
@@ -197,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         open_result = Result(
             "open with snapshot", memory["tasks"], memory["open_seconds"], "tasks loaded"
         )
-        results = [raw, replay, snapshot_write, open_result]
+        results = [raw, decode, replay, snapshot_write, open_result]
         print_table("replay and snapshots", results, "raw cursor+unpack")
         per_task = memory["rss_bytes"] / max(1, memory["tasks"])
         targets = {
@@ -210,6 +235,16 @@ def main(argv: list[str] | None = None) -> int:
             "bytes_per_task": {"value": per_task, "target": 600, "at_least": False},
         }
         print(f"\nresident memory of the loaded views: {per_task:.0f} bytes per task")
+        anon_per_task = memory["anon_rss_bytes"] / max(1, memory["tasks"])
+        print(
+            f"  of which anonymous (not LMDB's file-backed map): {anon_per_task:.0f} bytes per task"
+        )
+        state_us = (replay.seconds - decode.seconds) / max(1, replay.events) * 1e6
+        print(
+            f"per event: decode {decode.seconds / max(1, decode.events) * 1e6:.2f} us, "
+            f"state (views + saga + dedup) {state_us:.2f} us; decode alone is "
+            f"{decode.rate / raw.rate:.2f}x raw"
+        )
         for name, t in targets.items():
             ok = t["value"] >= t["target"] if t["at_least"] else t["value"] < t["target"]
             print(f"{name}: {t['value']:.2f} ({'meets' if ok else 'MISSES'} target {t['target']})")

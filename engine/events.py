@@ -136,6 +136,223 @@ class FrameworkDisconnected(NamedTuple):
     schema_version = 1
 
 
+# --- the reconciliation saga (engine/reconciliation.py, engine/saga.py, engine/outbox.py) ------
+
+
+class ReconciliationStarted(NamedTuple):
+    """A reconciliation run began. `causation` is the (re)registration that triggered it, if any.
+
+    `kind` is "explicit" or "implicit"; `trigger` says why ("schedule", "registered",
+    "operator", ...); `deadline` is the time after which the run stops asking (its limit).
+    """
+
+    time: float
+    causation: int | None
+    run_id: str
+    kind: str
+    trigger: str
+    deadline: float
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "ReconciliationStarted"
+    schema_version = 1
+
+
+class ReconciliationRound(NamedTuple):
+    """One round of a run: its batches were issued (as RECONCILE commands in the same append)
+    and the answers so far counted. The run looks again at `next_at` (backoff + jitter)."""
+
+    time: float
+    causation: int | None
+    run_id: str
+    round: int
+    asked: int  # tasks asked in this round
+    batches: int
+    answered: int  # tasks of the run that got any update since the run started
+    remaining: int  # tasks still unconfirmed (asked again next round)
+    next_at: float
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "ReconciliationRound"
+    schema_version = 1
+
+
+class ReconciliationCompleted(NamedTuple):
+    """A run ended: everything answered ("answered"), the quiet period passed ("quiet", implicit),
+    or its limit passed ("limit"). Counts are by drift cell (of the tasks the run covered, at
+    the end) and by rule (commands decided while it ran)."""
+
+    time: float
+    causation: int | None
+    run_id: str
+    kind: str
+    outcome: str
+    asked: int
+    answered: int
+    answers: int  # reconciliation answers received while it ran
+    unanswered: int
+    rounds: int
+    duration: float
+    by_cell: dict[str, int]
+    by_rule: dict[str, int]
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "ReconciliationCompleted"
+    schema_version = 1
+
+
+class ReconciliationSuperseded(NamedTuple):
+    """A run in progress was replaced by a new run of the same kind (e.g. after reregistration)."""
+
+    time: float
+    causation: int | None
+    run_id: str
+    by_run_id: str
+    reason: str
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "ReconciliationSuperseded"
+    schema_version = 1
+
+
+class CommandIssued(NamedTuple):
+    """The saga decided a command (the outbox: written BEFORE anything acts on it).
+
+    Its command id is this event's notification id. `kind` is one of engine.rules.CommandKind;
+    `task_id` is None for a RECONCILE batch (then `tasks` holds the batch; an empty batch is
+    an implicit request). `evidence` is the notification ids of the events the decision rests
+    on; `rule` the id of the rule in engine.rules that fired. `retry_of` is the command this
+    one retries; `not_before` the earliest dispatch time; `dry_run` marks decisions that are
+    recorded and never dispatched.
+    """
+
+    time: float
+    causation: int | None
+    kind: str
+    task_id: str | None
+    rule: str
+    evidence: list[int]
+    run_id: str | None = None
+    tasks: list[str] | None = None
+    attempt: int = 1
+    retry_of: int | None = None
+    not_before: float | None = None
+    dry_run: bool = False
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "CommandIssued"
+    schema_version = 1
+
+
+class CommandDispatched(NamedTuple):
+    """The dispatcher handed the command to the driver (a KILL now awaits its confirmation)."""
+
+    time: float
+    causation: int | None
+    command_id: int
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "CommandDispatched"
+    schema_version = 1
+
+
+class CommandFailed(NamedTuple):
+    """Sending the command raised; it stays pending and is tried again at `retry_at`."""
+
+    time: float
+    causation: int | None
+    command_id: int
+    error: str
+    retry_at: float
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "CommandFailed"
+    schema_version = 1
+
+
+class CommandConfirmed(NamedTuple):
+    """The command's effect is observed. `causation` is the confirming event (a terminal update
+    for a KILL), or the command itself for a local command whose effect is appended with it."""
+
+    time: float
+    causation: int | None
+    command_id: int
+    outcome: str
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "CommandConfirmed"
+    schema_version = 1
+
+
+class CommandCancelled(NamedTuple):
+    """A command that will never be dispatched (its run was superseded, dry run ended, ...)."""
+
+    time: float
+    causation: int | None
+    command_id: int
+    reason: str
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "CommandCancelled"
+    schema_version = 1
+
+
+class DispatchHalted(NamedTuple):
+    """The blast-radius breaker tripped: destructive commands wait until an operator resumes."""
+
+    time: float
+    causation: int | None
+    reason: str
+    affected: int  # tasks killed or lost within the window, counting those about to be
+    total: int  # tasks the scheduler holds
+    share: float  # the configured limit
+    window: float
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "DispatchHalted"
+    schema_version = 1
+
+
+class DispatchResumed(NamedTuple):
+    """An operator resumed dispatch after the breaker tripped."""
+
+    time: float
+    causation: int | None
+    operator: str
+    reason: str
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "DispatchResumed"
+    schema_version = 1
+
+
+class SagaReacted(NamedTuple):
+    """The saga's tracking record: it has decided on every event up to `upto` (appended with
+    the commands it decided, in the same transaction)."""
+
+    time: float
+    causation: int | None
+    upto: int
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "SagaReacted"
+    schema_version = 1
+
+
+class TaskMarkedLost(NamedTuple):
+    """The scheduler gave the task up as LOST by rule (a MARK_LOST command took effect)."""
+
+    time: float
+    causation: int | None
+    task_id: str
+    rule: str
+    command_id: int
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "TaskMarkedLost"
+    schema_version = 1
+
+
 # THE registry. Adding a kind: define its NamedTuple above and add one line here.
 EVENT_KINDS: tuple[type, ...] = (
     TaskCreated,
@@ -145,6 +362,19 @@ EVENT_KINDS: tuple[type, ...] = (
     FrameworkRegistered,
     FrameworkReregistered,
     FrameworkDisconnected,
+    ReconciliationStarted,
+    ReconciliationRound,
+    ReconciliationCompleted,
+    ReconciliationSuperseded,
+    CommandIssued,
+    CommandDispatched,
+    CommandFailed,
+    CommandConfirmed,
+    CommandCancelled,
+    DispatchHalted,
+    DispatchResumed,
+    SagaReacted,
+    TaskMarkedLost,
 )
 
 KINDS: dict[str, type] = {kind.topic: kind for kind in EVENT_KINDS}

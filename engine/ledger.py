@@ -19,6 +19,7 @@ share the file under their own originators, and replay skips them.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import threading
 import time as _time
@@ -29,18 +30,28 @@ from typing import Any, NamedTuple
 import msgpack
 from eventsourcing.persistence import StoredEvent
 
+from engine import dedup, saga_snapshot
+from engine import saga as _saga
 from engine.codec import CodecError, frame, unframe
+from engine.dedup import LastUuids
 from engine.events import (
+    EVENT_KINDS,
+    DispatchResumed,
     FrameworkDisconnected,
     FrameworkRegistered,
     FrameworkReregistered,
     KillRequested,
+    StatusUpdateReceived,
     TaskAssigned,
     TaskCreated,
     from_wire,
     status_from_mesos,
     to_wire,
 )
+from engine.outbox import Dispatcher, DispatchPlan, DispatchReport, PendingCommand
+from engine.outbox import pending as _pending
+from engine.outbox import plan as _plan_dispatch
+from engine.saga import SagaConfig, SagaState
 from engine.store import DamagedRecord, LMDBApplicationRecorder, LMDBDatastore, LogOpenError
 from projections import snapshots
 from projections.drift_view import Drift, Views
@@ -70,13 +81,27 @@ class LedgerState:
     for as-of queries alike, so all four always agree. Pure: no I/O, no clock.
     """
 
-    __slots__ = ("views", "last_uuid")
+    __slots__ = ("views", "last_uuid", "saga")
 
-    def __init__(self, views: Views | None = None, last_uuid: dict[str, str] | None = None):
+    def __init__(
+        self,
+        views: Views | None = None,
+        last_uuid: LastUuids | dict[str, str] | list[Any] | None = None,
+        saga: SagaState | None = None,
+    ):
         self.views = Views() if views is None else views
+        # The reconciliation saga's state: a view like the others (engine/saga.py).
+        self.saga = SagaState() if saga is None else saga
         # The uuid of each task's latest agent/executor update: a re-sent update carries
-        # the same uuid (agents re-send until acknowledged, one outstanding per task).
-        self.last_uuid: dict[str, str] = {} if last_uuid is None else last_uuid
+        # the same uuid (agents re-send until acknowledged, one outstanding per task). A
+        # column of the views' task index (engine/dedup.py); a dict or a snapshot's data is
+        # read into one.
+        if isinstance(last_uuid, LastUuids) and last_uuid.index is self.views.index:
+            self.last_uuid = last_uuid
+        else:
+            if isinstance(last_uuid, LastUuids):
+                last_uuid = dict(last_uuid.items())
+            self.last_uuid = LastUuids(self.views.index, last_uuid)
 
     @property
     def last_nid(self) -> int:
@@ -84,20 +109,25 @@ class LedgerState:
 
     def apply(self, nid: int, event: Any) -> None:
         self.views.apply(nid, event)
-        uuid = getattr(event, "uuid", None)
-        if uuid is not None:
-            self.last_uuid[event.task_id] = uuid
+        _saga.evolve(self.saga, nid, event, self.views)
+        if type(event) is StatusUpdateReceived:  # the only kind with a uuid
+            uuid = event.uuid
+            if uuid is not None:
+                self.last_uuid.remember(event.task_id, uuid)
 
     def parts(self) -> dict[str, Any]:
         """The named parts a snapshot stores (see projections.snapshots.PARTS)."""
-        return {"views": self.views, "dedup": self.last_uuid}
+        return {"views": self.views, "dedup": self.last_uuid, "saga": self.saga}
 
     @classmethod
     def from_parts(cls, parts: dict[str, Any]) -> LedgerState:
-        return cls(parts["views"], parts["dedup"])
+        if "saga" not in parts:  # written before the saga existed: replay instead
+            raise snapshots.SnapshotError("snapshot has no 'saga' part (older build)")
+        return cls(parts["views"], parts["dedup"], parts["saga"])
 
 
-snapshots.PARTS.setdefault("dedup", (dict, dict))
+snapshots.PARTS.setdefault("dedup", (dedup.encode, dedup.decode))
+snapshots.PARTS.setdefault("saga", (saga_snapshot.encode, saga_snapshot.decode))
 
 
 class Ledger:
@@ -120,7 +150,14 @@ class Ledger:
         self._dedup_lock = threading.Lock()
         self._inflight: set[tuple[str, str]] = set()
         self.snapshot_problems: list[str] = []  # damaged snapshots skipped on open
+        # The saga's decisions are serialised by this lock (tick, reconcile, dispatch,
+        # resume); `saga_config` may be replaced at any time: it changes later decisions,
+        # never the recorded ones.
+        self._saga_lock = threading.RLock()
+        self.saga_config = SagaConfig()
         self._state = self._load(None)
+        # Told of every append (latency, kinds) and commit (batch size): tools.metrics.Metrics.
+        self.observer: Any = None
         datastore.after_commit = self._after_commit
 
     # -- opening and closing ---------------------------------------------------------------
@@ -234,11 +271,15 @@ class Ledger:
         """Appends events (engine.events records) durably; returns their ids."""
         if not events:
             return []
+        started = _time.perf_counter()
         with self._packer_lock:
             stored = [
                 StoredEvent(LEDGER_STREAM, None, e.topic, msgpack.packb(to_wire(e))) for e in events
             ]
-        return self._store.append(stored, context=events)
+        ids = self._store.append(stored, context=events)
+        if self.observer is not None:
+            self.observer.observe_append(_time.perf_counter() - started, events)
+        return ids
 
     def _append_one(self, event: NamedTuple) -> int:
         return self.append((event,))[0]
@@ -251,6 +292,8 @@ class Ledger:
                     continue  # not a Ledger append (another application in the same log)
                 for nid, event in zip(request.result, request.context, strict=True):
                     self._state.apply(nid, event)
+        if self.observer is not None:
+            self.observer.observe_commit(sum(len(r.result) for r in requests))
 
     def _now(self, time: float | None) -> float:
         return self._clock() if time is None else float(time)
@@ -273,6 +316,11 @@ class Ledger:
         """The current disagreements, each with its cell of the table (empty if none)."""
         with self._views_lock:
             return self._state.views.drift.drift()
+
+    def digest(self) -> str:
+        """A digest of the live state; a replay of the log must give the same (audits)."""
+        with self._views_lock:
+            return state_digest(self._state)
 
     @property
     def last_id(self) -> int:
@@ -310,6 +358,95 @@ class Ledger:
             if record[0] == _STREAM_WIRE:
                 return from_wire(record[2], msgpack.unpackb(record[3])).time
         return float("-inf")  # another application's event: no time of ours
+
+    # -- the reconciliation saga (engine/saga.py, engine/reconciliation.py, engine/outbox.py) --
+    @property
+    def saga(self) -> SagaState:
+        """The saga's state (runs, outbox, open kills, ...), as of the last commit."""
+        return self._state.saga
+
+    def reconcile(self, kind: str, *, now: float, trigger: str = "operator") -> str:
+        """Starts a reconciliation run ("explicit" or "implicit") at ``now``; returns its id.
+
+        A run of the same kind in progress is superseded (its unsent requests cancelled).
+        The first round's RECONCILE commands are in the outbox when this returns; later
+        rounds, the counting of answers and the completion happen in ``tick``.
+        """
+        with self._saga_lock:
+            with self._views_lock:
+                state = self._state
+                events = _saga.start_run(
+                    state.saga, state.views, kind, trigger, float(now), self.saga_config
+                )
+            self.append(events)
+            self.tick(now=now)
+            return _saga.run_id_of_start(events)
+
+    def tick(self, *, now: float) -> list[int]:
+        """Lets the saga decide at ``now``: scheduled and post-(re)registration runs, rounds
+        and completions, kill confirmations and retries, the rules on the current drift,
+        timers, and the side effects of recent transitions. Appends what it decided
+        (commands go to the outbox) and returns their ids; [] if there was nothing to do.
+        The same log and the same ``now`` decide the same.
+        """
+        now = float(now)
+        ids: list[int] = []
+        with self._saga_lock:
+            for _ in range(8):  # a run's start, then its first round: a few passes at most
+                with self._views_lock:
+                    state = self._state
+                    events = _saga.decide(state.saga, state.views, now, self.saga_config)
+                if not events:
+                    break
+                # Appended outside the views lock: the commit applies them under it.
+                ids += self.append(events)
+                if not any(type(e) in _saga.DECIDE_AGAIN for e in events):
+                    break  # nothing appended can enable another decision at this `now`
+        return ids
+
+    def pending_commands(self) -> list[PendingCommand]:
+        """The outbox: commands issued and not yet dispatched (or failed, waiting to be
+        tried again), oldest first; each has kind, task_id, rule, evidence, run_id, ..."""
+        with self._views_lock:
+            return _pending(self._state.saga.outbox, self._state.views)
+
+    def dispatcher(self, send: Callable[[PendingCommand], object]) -> Dispatcher:
+        """A dispatcher that sends remote commands through ``send(command)`` and records
+        the outcomes in this log (engine/outbox.py says what is sent when, and why a crash
+        loses nothing)."""
+
+        def plan_at(now: float) -> DispatchPlan:
+            with self._views_lock:
+                state = self._state
+                return _plan_dispatch(
+                    state.saga.outbox, state.views, now, self.saga_config.dispatch
+                )
+
+        def failures_of(command_id: int) -> int:
+            return self._state.saga.outbox.commands[command_id].failures
+
+        return Dispatcher(
+            plan_at,
+            self.append,
+            send,
+            config=self.saga_config.dispatch,
+            failures_of=failures_of,
+            lock=self._saga_lock,
+        )
+
+    def dispatch(self, send: Callable[[PendingCommand], object], *, now: float) -> DispatchReport:
+        """One dispatch pass at ``now`` (see ``dispatcher``)."""
+        return self.dispatcher(send).dispatch(now=float(now))
+
+    def resume(self, *, now: float, operator: str, reason: str = "") -> int | None:
+        """An operator resumes dispatch after the blast-radius breaker halted it; the
+        commands pending now are approved. Returns the event's id, or None if dispatch was
+        not halted."""
+        _check_text("operator", operator)
+        with self._saga_lock:
+            if self._state.saga.outbox.halted is None:
+                return None
+            return self._append_one(DispatchResumed(float(now), None, operator, reason))
 
     # -- snapshots -------------------------------------------------------------------------------
     def snapshot(self, *, time: float | None = None) -> SnapshotInfo:
@@ -392,14 +529,39 @@ class Ledger:
         return state
 
 
+# topic -> (kind, schema version, wire length): from_wire's fast path, inlined in _decode.
+_CURRENT_WIRE: dict[str, tuple[type, int, int]] = {
+    kind.topic: (kind, kind.schema_version, len(kind._fields) + 1) for kind in EVENT_KINDS
+}
+
+
 def _decode(records: Iterable[tuple[int, list]]) -> Iterator[tuple[int, Any]]:
-    """The Ledger's events among stored records (the replay hot path)."""
+    """The Ledger's events among stored records (the replay hot path).
+
+    An array of the current schema version becomes its event directly (what from_wire does
+    first, without the call); anything else goes through from_wire (other versions, errors).
+    """
     unpack = msgpack.unpackb
     stream = _STREAM_WIRE
+    current = _CURRENT_WIRE
+    new = tuple.__new__
     for nid, record in records:
         if record[0] != stream:
             continue
-        yield nid, from_wire(record[2], unpack(record[3]))
+        topic = record[2]
+        wire = unpack(record[3])
+        spec = current.get(topic) if type(topic) is str else None
+        if spec is not None and type(wire) is list and len(wire) == spec[2]:
+            version = wire[0]
+            if version == spec[1] and type(version) is int and type(wire[-1]) is dict:
+                yield nid, new(spec[0], wire[1:])
+                continue
+        yield nid, from_wire(topic, wire)
+
+
+def state_digest(state: LedgerState) -> str:
+    """SHA-256 of the state's snapshot encoding: equal states give equal digests."""
+    return hashlib.sha256(snapshots.encode(state.last_nid, 0.0, state.parts())).hexdigest()
 
 
 def _check_text(name: str, value: object) -> None:

@@ -19,18 +19,25 @@ How a task gets its row and column, and why:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from engine.events import KillRequested, StatusUpdateReceived, TaskAssigned, TaskCreated
+from engine.events import (
+    KillRequested,
+    StatusUpdateReceived,
+    TaskAssigned,
+    TaskCreated,
+    TaskMarkedLost,
+)
 from engine.lifecycle import RECONCILED, TERMINAL, ScheduleStatus
 from engine.mesos_states import BY_NAME as MESOS_STATES
 from projections import mesos_view as _mesos
 from projections import scheduler_view as _scheduler
+from projections.columns import cells
+from projections.mesos_view import STATE_CODE as MESOS_CODE
 from projections.mesos_view import MesosView
-from projections.scheduler_view import SchedulerView
+from projections.scheduler_view import TARGET_OF_MESOS, SchedulerView
 
 
 class Holds(StrEnum):
@@ -90,19 +97,30 @@ SCHEDULER_COLUMN: dict[str, Holds] = {
 }
 
 
-# (Mesos state or None, scheduler state or None) -> the one shared Cell: one lookup per event,
-# no Cell built per event.
-_CELLS: dict[Cell, Cell] = {cell: cell for cell in TABLE}
-_CELL_OF_STATES: dict[tuple[str | None, str | None], Cell] = {
-    (mesos, scheduler): _CELLS[
+# Cell code -> Cell (code 0: neither view knows the task), and whether it is a disagreement.
+CELLS: tuple[Cell | None, ...] = (None, *TABLE)
+CELL_CODE: dict[Cell, int] = {cell: code for code, cell in enumerate(CELLS) if cell is not None}
+DISAGREES: tuple[bool, ...] = (False, *(TABLE[c] is not FoundBy.CONSISTENT for c in TABLE))
+
+
+def _cell_code(mesos: str | None, scheduler: str | None) -> int:
+    if mesos is None and scheduler is None:
+        return 0
+    return CELL_CODE[
         Cell(
             H.ABSENT if mesos is None else MESOS_ROW[mesos],
             H.ABSENT if scheduler is None else SCHEDULER_COLUMN[scheduler],
         )
     ]
-    for mesos in [None, *MESOS_ROW]
-    for scheduler in [None, *SCHEDULER_COLUMN]
-}
+
+
+# (Mesos state code * _SW + scheduler state code) -> cell code: one lookup per event.
+_MESOS_STATES = _mesos.STATES
+_SCHEDULER_STATES = _scheduler.STATES
+_SW = len(_SCHEDULER_STATES)
+CELL_AT: tuple[int, ...] = tuple(
+    _cell_code(mesos, scheduler) for mesos in _MESOS_STATES for scheduler in _SCHEDULER_STATES
+)
 
 
 class Drift(NamedTuple):
@@ -118,50 +136,246 @@ class Drift(NamedTuple):
 
 def mesos_row(mesos: MesosView, task_id: str) -> Holds:
     """The row of the table the Mesos view puts `task_id` in."""
-    task = mesos.tasks.get(task_id)
-    return H.ABSENT if task is None else MESOS_ROW[task.state]
+    state = mesos.get(task_id)
+    return H.ABSENT if state is None else MESOS_ROW[state]
 
 
 def scheduler_column(scheduler: SchedulerView, task_id: str) -> Holds:
     """The column of the table the scheduler view puts `task_id` in."""
-    task = scheduler.tasks.get(task_id)
+    task = scheduler.record(task_id)
     return H.ABSENT if task is None else SCHEDULER_COLUMN[task.state]
 
 
-@dataclass(slots=True)
+# The columns (in snapshots by these names) and their array typecodes.
+COLUMNS: dict[str, str] = {"cell": "B", "since": "q"}
+
+
 class DriftView:
-    """Each task known to either view -> (cell, since); the disagreeing ones kept apart."""
+    """Each task known to either view -> (cell, since); the disagreeing ones kept apart.
 
-    scheduler: SchedulerView
-    mesos: MesosView
-    cells: dict[str, tuple[Cell, int]] = field(default_factory=dict)
-    disagreements: dict[str, tuple[Cell, int]] = field(default_factory=dict)
-    last_nid: int = 0
+    Columnar over the two views' shared TaskIndex: `cells` and `disagreements` are read-only
+    Mappings task id -> (Cell, since)."""
 
+    __slots__ = (
+        "scheduler",
+        "mesos",
+        "index",
+        "last_nid",
+        "_count",
+        "_disagree",
+        "_cell",
+        "_since",
+        "_mesos_state",
+        "_scheduler_state",
+        "_cells",
+        "_disagreements",
+    )
+
+    def __init__(
+        self,
+        scheduler: SchedulerView,
+        mesos: MesosView,
+        columns: dict[str, bytes] | None = None,
+    ) -> None:
+        if scheduler.index is not mesos.index:
+            raise ValueError("the drift view needs a scheduler and a Mesos view on one TaskIndex")
+        self.scheduler = scheduler
+        self.mesos = mesos
+        self.index = scheduler.index
+        self.last_nid = 0
+        data = columns or {}
+        for name, typecode in COLUMNS.items():
+            setattr(self, "_" + name, self.index.column(typecode, data.get(name)))
+        n = len(self.index)
+        self._count = n - self._cell[:n].count(0)
+        self._disagree: set[str] = set()
+        self._mesos_state = mesos._state
+        self._scheduler_state = scheduler._state
+        if columns:
+            self._disagree.update(self._disagreeing())
+        self._cells = _Cells(self)
+        self._disagreements = _Disagreements(self)
+
+    def _disagreeing(self) -> Iterator[str]:
+        # Only on load: the task ids whose cell disagrees, found with bytes scans in C.
+        marks = cells(self._cell, len(self.index)).translate(_DISAGREE_MARKS)
+        if b"\x01" not in marks:
+            return
+        ids = list(self.index.rows)
+        at = marks.find(b"\x01")
+        while at >= 0:
+            yield ids[at]
+            at = marks.find(b"\x01", at + 1)
+
+    # -- reading --------------------------------------------------------------------------------
     def cell(self, task_id: str) -> Cell | None:
         """The task's cell, or None if neither view knows it."""
-        entry = self.cells.get(task_id)
-        return None if entry is None else entry[0]
+        row = self.index.rows.get(task_id)
+        return None if row is None else CELLS[self._cell[row]]
 
     def drift(self) -> list[Drift]:
         """The current disagreements, oldest first (then by task id)."""
-        out = [
-            Drift(
-                task_id,
-                cell,
-                TABLE[cell],
-                since,
-                self.scheduler.get(task_id),
-                self.mesos.get(task_id),
+        rows = self.index.rows
+        out = []
+        for task_id in self._disagree:
+            row = rows[task_id]
+            cell = CELLS[self._cell[row]]
+            out.append(
+                Drift(
+                    task_id,
+                    cell,  # type: ignore[arg-type]
+                    TABLE[cell],  # type: ignore[index]
+                    self._since[row],
+                    self.scheduler.get(task_id),
+                    self.mesos.get(task_id),
+                )
             )
-            for task_id, (cell, since) in self.disagreements.items()
-        ]
         out.sort(key=lambda d: (d.since, d.task_id))
         return out
+
+    @property
+    def cells(self) -> Mapping[str, tuple[Cell, int]]:
+        """task id -> (cell, since) for every task either view knows (read-only)."""
+        return self._cells
+
+    @property
+    def disagreements(self) -> Mapping[str, tuple[Cell, int]]:
+        """task id -> (cell, since) for the tasks in a disagreeing cell (read-only)."""
+        return self._disagreements
+
+    def _entry(self, row: int) -> tuple[Cell, int]:
+        return CELLS[self._cell[row]], self._since[row]  # type: ignore[return-value]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DriftView):
+            return NotImplemented
+        return (
+            self.last_nid == other.last_nid
+            and self._disagree == other._disagree
+            and self._count == other._count
+            and all(other.cells.get(task_id) == entry for task_id, entry in self.cells.items())
+            and self.scheduler == other.scheduler
+            and self.mesos == other.mesos
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return (
+            f"DriftView({self._count} tasks, {len(self._disagree)} disagreements, "
+            f"last_nid={self.last_nid})"
+        )
 
     def apply(self, notification_id: int, event: Any) -> DriftView:
         """evolve(self, notification_id, event); the two views must already include it."""
         return evolve(self, notification_id, event)
+
+    # -- the rule, on a row -----------------------------------------------------------------------
+    def place(self, row: int, nid: int, task_id: str) -> None:
+        """Re-read the row's states in the two views and update its cell."""
+        cell = CELL_AT[self._mesos_state[row] * _SW + self._scheduler_state[row]]
+        if cell != self._cell[row]:  # equal too when neither view knows the task (both 0)
+            self.enter(row, cell, nid, task_id)
+
+    def enter(self, row: int, cell: int, nid: int, task_id: str) -> None:
+        """The task at `row` moved into `cell` (a code, not its current one) at `nid`."""
+        if not self._cell[row]:
+            self._count += 1
+        self._cell[row] = cell
+        self._since[row] = nid
+        if DISAGREES[cell]:
+            self._disagree.add(task_id)
+        else:
+            self._disagree.discard(task_id)
+
+    # -- snapshots --------------------------------------------------------------------------------
+    def columns(self) -> dict[str, bytes]:
+        """The columns as bytes, one cell per row of the index (see projections.snapshots)."""
+        n = len(self.index)
+        return {name: cells(getattr(self, "_" + name), n) for name in COLUMNS}
+
+    def put(self, task_id: str, cell: Cell, since: int) -> None:
+        """Stores a task's cell (reading old snapshots)."""
+        row = self.index.rows.get(task_id)
+        if row is None:
+            row = self.index.add(task_id)
+        if not self._cell[row]:
+            self._count += 1
+        code = CELL_CODE[cell]
+        self._cell[row] = code
+        self._since[row] = since
+        if DISAGREES[code]:
+            self._disagree.add(task_id)
+        else:
+            self._disagree.discard(task_id)
+
+
+# cell code -> 1 if it disagrees (a bytes.translate table).
+_DISAGREE_MARKS = bytes(int(DISAGREES[code]) if code < len(DISAGREES) else 0 for code in range(256))
+
+
+class _Cells(Mapping[str, tuple[Cell, int]]):
+    """The read-only Mapping face of DriftView.cells."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, view: DriftView) -> None:
+        self._view = view
+
+    def __getitem__(self, task_id: str) -> tuple[Cell, int]:
+        row = self._view.index.rows.get(task_id)
+        if row is None or not self._view._cell[row]:
+            raise KeyError(task_id)
+        return self._view._entry(row)
+
+    def __contains__(self, task_id: object) -> bool:
+        row = self._view.index.rows.get(task_id)  # type: ignore[call-overload]
+        return row is not None and self._view._cell[row] != 0
+
+    def __iter__(self) -> Iterator[str]:
+        cell = self._view._cell
+        return (task_id for task_id, row in self._view.index.rows.items() if cell[row])
+
+    def __len__(self) -> int:
+        return self._view._count
+
+    def items(self) -> Any:
+        view = self._view
+        cell, since = view._cell, view._since
+        return [
+            (task_id, (CELLS[cell[row]], since[row]))
+            for task_id, row in view.index.rows.items()
+            if cell[row]
+        ]
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} drift cells>"
+
+
+class _Disagreements(Mapping[str, tuple[Cell, int]]):
+    """The read-only Mapping face of DriftView.disagreements."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, view: DriftView) -> None:
+        self._view = view
+
+    def __getitem__(self, task_id: str) -> tuple[Cell, int]:
+        if task_id not in self._view._disagree:
+            raise KeyError(task_id)
+        return self._view._entry(self._view.index.rows[task_id])
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._view._disagree
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._view._disagree)
+
+    def __len__(self) -> int:
+        return len(self._view._disagree)
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} disagreements>"
 
 
 def _one_task(event: Any) -> tuple[str, ...]:
@@ -174,28 +388,15 @@ TASKS_TOUCHED: dict[type, Callable[[Any], tuple[str, ...]]] = {
     TaskAssigned: _one_task,
     KillRequested: _one_task,
     StatusUpdateReceived: _one_task,
+    TaskMarkedLost: _one_task,
 }
 
 
 def place(view: DriftView, task_id: str, notification_id: int) -> None:
     """Re-read the task's row and column from the two views and update its cell."""
-    mesos_task = view.mesos.tasks.get(task_id)
-    scheduler_task = view.scheduler.tasks.get(task_id)
-    if mesos_task is None and scheduler_task is None:
-        return
-    cell = _CELL_OF_STATES[
-        None if mesos_task is None else mesos_task.state,
-        None if scheduler_task is None else scheduler_task.state,
-    ]
-    entry = view.cells.get(task_id)
-    if entry is not None and entry[0] == cell:  # not `is`: snapshots hold copies
-        return
-    entry = (cell, notification_id)
-    view.cells[task_id] = entry
-    if TABLE[cell] is FoundBy.CONSISTENT:
-        view.disagreements.pop(task_id, None)
-    else:
-        view.disagreements[task_id] = entry
+    row = view.index.rows.get(task_id)
+    if row is not None:
+        view.place(row, notification_id, task_id)
 
 
 def evolve(view: DriftView, notification_id: int, event: Any) -> DriftView:
@@ -208,15 +409,53 @@ def evolve(view: DriftView, notification_id: int, event: Any) -> DriftView:
     return view
 
 
+# Views.apply unpacks a status update positionally (the fastest read of a tuple): a schema
+# change must update it, and this says so at import rather than misreading fields.
+assert StatusUpdateReceived._fields == (
+    "time",
+    "causation",
+    "task_id",
+    "state",
+    "agent_id",
+    "executor_id",
+    "source",
+    "reason",
+    "message",
+    "timestamp",
+    "uuid",
+    "healthy",
+    "labels",
+    "is_reconciliation_answer",
+    "extra",
+), "StatusUpdateReceived changed: update the unpacking in Views.apply"
+
+
 class Views:
-    """The three views, evolved together in the only valid order."""
+    """The three views, evolved together in the only valid order, on one TaskIndex.
 
-    __slots__ = ("scheduler", "mesos", "drift")
+    The kinds that touch tasks take a fused path (below): the task's row is looked up once
+    and handed to each view's own rule (MesosView.update, SchedulerView.move/create/assign,
+    DriftView.place). Any other kind goes through the three `evolve` functions.
+    """
 
-    def __init__(self) -> None:
-        self.scheduler = SchedulerView()
-        self.mesos = MesosView()
-        self.drift = DriftView(self.scheduler, self.mesos)
+    __slots__ = ("index", "scheduler", "mesos", "drift", "_states")
+
+    def __init__(
+        self,
+        scheduler: SchedulerView | None = None,
+        mesos: MesosView | None = None,
+        drift: DriftView | None = None,
+    ) -> None:
+        """New empty views, or these three (on one TaskIndex; see projections.snapshots)."""
+        if scheduler is None:
+            scheduler = SchedulerView()
+        self.index = scheduler.index
+        self.scheduler = scheduler
+        self.mesos = MesosView(self.index) if mesos is None else mesos
+        self.drift = DriftView(scheduler, self.mesos) if drift is None else drift
+        if self.mesos.index is not self.index or self.drift.index is not self.index:
+            raise ValueError("the three views must share one TaskIndex")
+        self._states = (self.mesos._state, self.scheduler._state)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Views):
@@ -225,12 +464,84 @@ class Views:
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
+    def __repr__(self) -> str:
+        return f"Views({self.scheduler!r}, {self.mesos!r}, {self.drift!r})"
+
     def apply(self, notification_id: int, event: Any) -> Views:
         """Evolve the scheduler view, the Mesos view, then the drift view."""
-        _scheduler.evolve(self.scheduler, notification_id, event)
-        _mesos.evolve(self.mesos, notification_id, event)
-        evolve(self.drift, notification_id, event)
+        kind = type(event)
+        scheduler, mesos, drift = self.scheduler, self.mesos, self.drift
+        if kind is StatusUpdateReceived:  # most of a log: fused here, no further dispatch
+            (
+                time,
+                _,
+                task_id,
+                state,
+                agent_id,
+                _,
+                source,
+                reason,
+                _,
+                timestamp,
+                _,
+                _,
+                _,
+                answer,
+                _,
+            ) = event
+            row = self.index.rows.get(task_id)
+            if row is None:
+                row = self.index.add(task_id)
+            # The drift cell is a function of the two states: compare it before and after
+            # instead of reading the drift view's columns (fewer cache misses per event).
+            mesos_states, scheduler_states = self._states
+            before = CELL_AT[mesos_states[row] * _SW + scheduler_states[row]]
+            mesos.update(
+                row,
+                notification_id,
+                time,
+                MESOS_CODE[state],
+                source,
+                reason,
+                agent_id,
+                timestamp,
+                answer,
+            )
+            scheduler.move(row, notification_id, time, task_id, TARGET_OF_MESOS[state])
+            after = CELL_AT[mesos_states[row] * _SW + scheduler_states[row]]
+            if after != before:
+                drift.enter(row, after, notification_id, task_id)
+        else:
+            fused = _FUSED.get(kind)
+            if fused is None:
+                _scheduler.evolve(scheduler, notification_id, event)
+                _mesos.evolve(mesos, notification_id, event)
+                evolve(drift, notification_id, event)
+                return self
+            fused(self, notification_id, event)
+        scheduler.last_nid = mesos.last_nid = drift.last_nid = notification_id
         return self
+
+    def _created(self, nid: int, event: TaskCreated) -> None:
+        task_id = event.task_id
+        row = self.scheduler.create(
+            self.index.rows.get(task_id), nid, event.time, task_id, event.job, event.instance
+        )
+        self.drift.place(row, nid, task_id)  # type: ignore[arg-type]
+
+    def _assigned(self, nid: int, event: TaskAssigned) -> None:
+        task_id = event.task_id
+        row = self.index.rows.get(task_id)
+        self.scheduler.assign(row, nid, event.time, task_id, event.agent_id)
+        if row is not None:
+            self.drift.place(row, nid, task_id)
+
+    def _moved(self, nid: int, event: Any) -> None:
+        task_id = event.task_id
+        row = self.index.rows.get(task_id)
+        self.scheduler.move(row, nid, event.time, task_id, _MOVES_TO[type(event)])
+        if row is not None:
+            self.drift.place(row, nid, task_id)
 
     @classmethod
     def rebuild(cls, history: Iterable[tuple[int, Any]]) -> Views:
@@ -239,6 +550,19 @@ class Views:
         for nid, event in history:
             views.apply(nid, event)
         return views
+
+
+_MOVES_TO: dict[type, int] = {
+    KillRequested: _scheduler.STATE_CODE["KILLING"],
+    TaskMarkedLost: _scheduler.STATE_CODE["LOST"],
+}
+# Kinds with a fused path. Each must do exactly what the three evolve functions do.
+_FUSED: dict[type, Callable[[Views, int, Any], None]] = {
+    TaskCreated: Views._created,
+    TaskAssigned: Views._assigned,
+    KillRequested: Views._moved,
+    TaskMarkedLost: Views._moved,
+}
 
 
 def as_rows() -> list[tuple[str, str, str]]:

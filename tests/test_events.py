@@ -88,6 +88,43 @@ event_strategies = {
         ev.FrameworkDisconnected, times, causations, maybe_ids, extras
     ),
 }
+# The reconciliation saga's kinds (engine/reconciliation.py, saga.py, outbox.py).
+nids = st.integers(min_value=1, max_value=2**63 - 1)
+counts = st.integers(min_value=0, max_value=10**6)
+small_maps = st.dictionaries(st.text(max_size=10), counts, max_size=3)
+event_strategies |= {
+    "ReconciliationStarted": st.builds(
+        ev.ReconciliationStarted, times, causations, ids, ids, ids, times, extras
+    ),
+    "ReconciliationRound": st.builds(
+        ev.ReconciliationRound,
+        *(times, causations, ids, counts, counts, counts, counts, counts, times, extras),
+    ),
+    "ReconciliationCompleted": st.builds(
+        ev.ReconciliationCompleted,
+        *(times, causations, ids, ids, ids, counts, counts, counts, counts, counts, times),
+        *(small_maps, small_maps, extras),
+    ),
+    "ReconciliationSuperseded": st.builds(
+        ev.ReconciliationSuperseded, times, causations, ids, ids, ids, extras
+    ),
+    "CommandIssued": st.builds(
+        ev.CommandIssued,
+        *(times, causations, ids, maybe_ids, ids, st.lists(nids, max_size=3), maybe_ids),
+        *(st.none() | st.lists(ids, max_size=3), st.integers(1, 9), st.none() | nids),
+        *(st.none() | times, st.booleans(), extras),
+    ),
+    "CommandDispatched": st.builds(ev.CommandDispatched, times, causations, nids, extras),
+    "CommandFailed": st.builds(ev.CommandFailed, times, causations, nids, ids, times, extras),
+    "CommandConfirmed": st.builds(ev.CommandConfirmed, times, causations, nids, ids, extras),
+    "CommandCancelled": st.builds(ev.CommandCancelled, times, causations, nids, ids, extras),
+    "DispatchHalted": st.builds(
+        ev.DispatchHalted, times, causations, ids, counts, counts, times, times, extras
+    ),
+    "DispatchResumed": st.builds(ev.DispatchResumed, times, causations, ids, ids, extras),
+    "SagaReacted": st.builds(ev.SagaReacted, times, causations, nids, extras),
+    "TaskMarkedLost": st.builds(ev.TaskMarkedLost, times, causations, ids, ids, nids, extras),
+}
 any_event = st.one_of(*event_strategies.values())
 
 

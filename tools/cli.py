@@ -19,16 +19,26 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--tasks", default=3000, show_default=True, help="tasks in the stream")
-@click.option("--feeders", default=8, show_default=True, help="concurrent appending threads")
-def demo(tasks: int, feeders: int) -> None:
-    """Append a stream of status updates durably, replay it, show the views and drift."""
-    from tools import ingest_demo
+@click.option("--instances", default=200, show_default=True, help="tasks of the job")
+@click.option("--agents", default=8, show_default=True, help="simulated agents")
+@click.option("--time-scale", default=120.0, show_default=True, help="time compression")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--ingest-only", is_flag=True, help="only the ingest demo (no cluster)")
+def demo(instances: int, agents: int, time_scale: float, seed: int, ingest_only: bool) -> None:
+    """A simulated cluster, the embedded scheduler, injected faults, convergence, an audit."""
+    import pymesos  # noqa: F401  (in the main thread: it installs a SIGINT handler)
 
-    console = Console() if sys.stdout.isatty() else Console(width=120)
-    result = ingest_demo.run(console, tasks=tasks, feeders=feeders)
-    if not result.replay_equal:
-        raise SystemExit(1)
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    if ingest_only:
+        from tools import ingest_demo
+
+        result = ingest_demo.run(console)
+        raise SystemExit(0 if result.replay_equal else 1)
+    from tools import demo as full_demo
+
+    raise SystemExit(
+        full_demo.main(console, instances=instances, agents=agents, scale=time_scale, seed=seed)
+    )
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -52,6 +62,38 @@ def bench(ctx: click.Context, name: str) -> None:
 
     module = importlib.import_module(f"benchmarks.{name}")
     raise SystemExit(module.main(list(ctx.args)))
+
+
+# The embedded scheduler (issue 5).
+from tools.run_command import run_command  # noqa: E402
+
+cli.add_command(run_command)
+
+# The forensic commands (issue 6): one module each under tools/commands/.
+from tools.commands.drift import drift_command  # noqa: E402
+from tools.commands.history import history_command  # noqa: E402
+from tools.commands.ingest import ingest_command  # noqa: E402
+from tools.commands.query import query_command  # noqa: E402
+from tools.commands.replay import replay_command  # noqa: E402
+from tools.commands.report import report_command  # noqa: E402
+from tools.commands.rules import rules_command  # noqa: E402
+from tools.commands.snapshot import snapshot_command  # noqa: E402
+from tools.commands.verify import verify_command  # noqa: E402
+from tools.commands.why import why_command  # noqa: E402
+
+for _command in (
+    ingest_command,
+    replay_command,
+    history_command,
+    why_command,
+    drift_command,
+    query_command,
+    snapshot_command,
+    verify_command,
+    rules_command,
+    report_command,
+):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,12 +20,10 @@ from typing import Any
 
 from engine.events import MalformedStatus, TaskAssigned, TaskCreated
 from engine.ledger import Ledger
-from engine.lifecycle import TERMINAL, ScheduleStatus
+from engine.lifecycle import ScheduleStatus
 from engine.mesos.driver import Driver
 
 log = logging.getLogger("taskledger.scheduler")
-
-_DONE = frozenset(s.value for s in TERMINAL) | {ScheduleStatus.DELETED.value}
 
 
 @dataclass(frozen=True)
@@ -127,9 +125,9 @@ class SchedulerCore:
             self.ledger.framework_registered(framework_id, master_id, time=now)
         # Mesos's advice: reconcile after every (re)registration. The saga supersedes a
         # run in progress, so a flapping connection never stacks runs.
-        reconcile = getattr(self.ledger, "reconcile", None)
-        if reconcile is not None:
-            reconcile("explicit", now=now, trigger="reregistered" if again else "registered")
+        self.ledger.reconcile(
+            "explicit", now=now, trigger="reregistered" if again else "registered"
+        )
         self.ensure_instances()
 
     def _update(self, status: dict[str, Any]) -> None:
@@ -150,24 +148,26 @@ class SchedulerCore:
         if status.get("uuid") and isinstance(status.get("agent_id"), dict) and self.driver:
             self.driver.acknowledge(status)
 
-    def _live_instances(self) -> dict[int, list[str]]:
-        assert self.job is not None
-        live: dict[int, list[str]] = {}
-        for task_id, record in self.ledger.scheduler_view.tasks.items():
-            if record.job == self.job.name and record.state not in _DONE:
-                live.setdefault(record.instance or 0, []).append(task_id)
-        return live
-
     def ensure_instances(self) -> list[str]:
-        """Creates a task for every instance of the job that has no live task."""
+        """Creates a task for every instance of the job that never had one (the job's
+        start, or a scale-up).
+
+        Replacements are not made here: a task that ends FAILED or LOST is replaced by the
+        saga, from the lifecycle's RESCHEDULE side effect (Aurora's model), with the rule and
+        the evidence recorded. Two authors of replacements would run an instance twice.
+        """
         if self.job is None:
             return []
-        live = self._live_instances()
+        had_task = {
+            record.instance
+            for record in self.ledger.scheduler_view.tasks.values()
+            if record.job == self.job.name
+        }
         now = self.clock()
         created = []
         generation = len(self.ledger.scheduler_view.tasks)
         for instance in range(self.job.instances):
-            if instance not in live:
+            if instance not in had_task:
                 # Deterministic ids (no uuid4): the same history makes the same log.
                 created.append(f"{self.job.name}/{instance}/g{generation + len(created)}")
         if created:
@@ -192,15 +192,18 @@ class SchedulerCore:
         self.ensure_instances()
         pending = self.pending_tasks()
         declined = []
-        for offer in offers:
+        for position, offer in enumerate(offers):
             offer_id = offer["id"]["value"]
             if not pending or self.job is None:
                 declined.append(offer_id)
                 continue
             cpus, mem = _scalar(offer, "cpus"), _scalar(offer, "mem")
             agent_id = offer["agent_id"]["value"]
-            chosen = []
-            while pending and cpus >= self.job.cpus and mem >= self.job.mem:
+            chosen: list[str] = []
+            # Spread the job over the agents offered together, so that losing one agent
+            # loses a fair share of it, not most of it.
+            share = -(-len(pending) // (len(offers) - position))
+            while pending and len(chosen) < share and cpus >= self.job.cpus and mem >= self.job.mem:
                 chosen.append(pending.pop(0))
                 cpus -= self.job.cpus
                 mem -= self.job.mem

@@ -19,6 +19,15 @@ from typing import Any
 
 from engine.ledger import Ledger
 from engine.mesos.core import JobSpec, SchedulerCore
+from engine.saga import SagaConfig
+
+
+def saga_config(*, time_scale: float = 1.0, dry_run: bool = False) -> SagaConfig:
+    """The saga's configuration for a runtime: every duration divided by ``time_scale``
+    (the demo and the tests compress hours into seconds)."""
+    config = SagaConfig(dry_run=dry_run)
+    return config.compressed(time_scale) if time_scale != 1.0 else config
+
 
 log = logging.getLogger("taskledger.runtime")
 
@@ -40,6 +49,10 @@ class RuntimeConfig:
     heartbeat_interval: float = 15.0
     durable: bool = True
     saga_options: dict[str, Any] = field(default_factory=dict)
+    # On a clean stop, write a digest of the live state here (for audits: it must equal
+    # the digest of a replay of the log from scratch).
+    digest_path: str | None = None
+    metrics_port: int | None = None  # serve Prometheus metrics on this port
 
 
 @dataclass
@@ -64,6 +77,8 @@ class Runtime:
         self.core: SchedulerCore | None = None
         self.driver: Any = None
         self.ready = threading.Event()
+        self.metrics: Any = None
+        self._metrics_seen = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -133,8 +148,11 @@ class Runtime:
         if command.kind == "KILL":
             driver.kill(command.task_id, command.agent_id)
         elif command.kind == "RECONCILE":
+            # () is implicit. Each task goes with its agent: the master's answer for a task
+            # it does not hold depends on the agent named (GONE, UNREACHABLE or silence).
             tasks = list(command.tasks or ())
-            driver.reconcile([(t, self._agent_of(t)) for t in tasks])
+            agents = list(command.agents or ()) or [self._agent_of(t) for t in tasks]
+            driver.reconcile(list(zip(tasks, agents, strict=True)))
         else:
             raise ValueError(f"not a remote command: {command.kind}")
 
@@ -147,20 +165,41 @@ class Runtime:
         return None if scheduler is None else scheduler.agent_id
 
     def _step(self, dispatcher: Any) -> None:
+        # One pass: supervise the driver, advance the saga to now (it appends what it
+        # decides), send what is pending, keep the job's instances.
         assert self.ledger is not None and self.core is not None
         now = self.clock()
         self.stats.ticks += 1
         self._supervise(now)
-        tick = getattr(self.ledger, "tick", None)
-        if tick is not None:
-            tick(now=now)
-        if dispatcher is not None and self.core.subscribed:
+        self.ledger.tick(now=now)
+        if self.core.subscribed:
             try:
                 self.stats.last_dispatch = dispatcher.dispatch(now=now)
             except Exception:
                 self.stats.dispatch_errors += 1
                 log.exception("dispatch failed")
         self.core.ensure_instances()
+        self._refresh_metrics()
+
+    # -- metrics -----------------------------------------------------------------------------------
+    def _serve_metrics(self, port: int) -> None:
+        from prometheus_client import start_http_server
+
+        from tools.metrics import Metrics
+
+        assert self.ledger is not None
+        self.metrics = Metrics()
+        self._metrics_seen = self.ledger.last_id
+        self.ledger.observer = self.metrics
+        start_http_server(port, addr="127.0.0.1", registry=self.metrics.registry)
+
+    def _refresh_metrics(self) -> None:
+        if self.metrics is None or self.ledger is None:
+            return
+        for nid, event in self.ledger.events(self._metrics_seen + 1):
+            self.metrics.observe(event)
+            self._metrics_seen = nid
+        self.metrics.update_from(self.ledger)
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -169,13 +208,12 @@ class Runtime:
         config = self.config
         self.ledger = Ledger.open(config.log_path, durable=config.durable, clock=self.clock)
         try:
-            configure = getattr(self.ledger, "configure_saga", None)
-            if configure is not None and config.saga_options:
-                configure(**config.saga_options)
+            self.ledger.saga_config = saga_config(**config.saga_options)
             self.core = SchedulerCore(self.ledger, config.job, clock=self.clock)
             self.core.ensure_instances()
-            make_dispatcher = getattr(self.ledger, "dispatcher", None)
-            dispatcher = make_dispatcher(self._send) if make_dispatcher is not None else None
+            dispatcher = self.ledger.dispatcher(self._send)
+            if config.metrics_port is not None:
+                self._serve_metrics(config.metrics_port)
             self._start_driver()
             self.ready.set()
             while not self._stop.wait(config.tick):
@@ -183,4 +221,7 @@ class Runtime:
             return 0
         finally:
             self._stop_driver()
+            if config.digest_path:
+                with open(config.digest_path, "w") as f:
+                    f.write(self.ledger.digest() + "\n")
             self.ledger.close()

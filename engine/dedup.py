@@ -1,0 +1,114 @@
+"""The dedup memory: the uuid of each task's latest agent/executor update.
+
+Agents re-send an update until it is acknowledged (one outstanding per task), and a re-sent
+update carries the same uuid, so remembering the latest uuid per task is enough to answer
+"already recorded?".
+
+Stored as one 24-byte slot per row of the views' TaskIndex (projections/columns.py): a Mesos
+uuid is 16 bytes, which pymesos hands over as 24 characters of base64 text, so the text itself
+fits the slot with no decoding on the replay path. An all-zero slot means "no uuid". Anything
+else (another length, non-ASCII, a NUL) is kept as is in a small dict, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from projections.columns import TaskIndex
+from projections.snapshots import SnapshotError
+
+WIDTH = 24  # len(base64 of 16 bytes)
+_EMPTY = bytes(WIDTH)
+
+
+class LastUuids(Mapping[str, str]):
+    """task id -> the uuid of its latest agent update (a read-only Mapping plus `remember`)."""
+
+    __slots__ = ("index", "_slots", "_other")
+
+    def __init__(self, index: TaskIndex, data: Any = None) -> None:
+        """Empty, or from a plain dict {task: uuid}, or from `data()` of another memory."""
+        self.index = index
+        self._other: dict[str, str] = {}
+        if data is None or isinstance(data, dict):
+            self._slots = index.slots(WIDTH)
+            for task_id, uuid in (data or {}).items():
+                self.remember(task_id, uuid)
+            return
+        if len(data) != 2:
+            raise SnapshotError(f"dedup part has {len(data)} items, not 2")
+        slots, other = data
+        if type(slots) is not bytes or len(slots) != len(index) * WIDTH:
+            raise SnapshotError(f"dedup slots of {len(slots)} bytes for {len(index)} tasks")
+        if not isinstance(other, dict):
+            raise SnapshotError("dedup extras are not a map")
+        self._slots = index.slots(WIDTH, slots)
+        self._other.update(other)
+
+    def remember(self, task_id: str, uuid: Any) -> None:
+        """`uuid` is now the task's latest."""
+        row = self.index.rows.get(task_id)
+        if row is None:
+            row = self.index.add(task_id)
+        at = row * WIDTH
+        if type(uuid) is str and len(uuid) == WIDTH and uuid.isascii() and "\0" not in uuid:
+            self._slots[at : at + WIDTH] = uuid.encode("ascii")
+            if self._other:
+                self._other.pop(task_id, None)
+        else:
+            self._slots[at : at + WIDTH] = _EMPTY
+            self._other[task_id] = uuid
+
+    def get(self, task_id: str, default: Any = None) -> Any:
+        if self._other:
+            uuid = self._other.get(task_id)
+            if uuid is not None:
+                return uuid
+        row = self.index.rows.get(task_id)
+        if row is None:
+            return default
+        at = row * WIDTH
+        if not self._slots[at]:
+            return default
+        return self._slots[at : at + WIDTH].decode("ascii")
+
+    def __getitem__(self, task_id: str) -> str:
+        uuid = self.get(task_id)
+        if uuid is None:
+            raise KeyError(task_id)
+        return uuid
+
+    def __contains__(self, task_id: object) -> bool:
+        return self.get(task_id) is not None  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[str]:
+        slots, other = self._slots, self._other
+        for task_id, row in self.index.rows.items():
+            if task_id in other or slots[row * WIDTH]:
+                yield task_id
+
+    def __len__(self) -> int:
+        count = len(self.index)
+        present = count - self._slots[0 : count * WIDTH : WIDTH].count(0)
+        return present + len(self._other)  # a task is in one or the other, never both
+
+    def data(self) -> list[Any]:
+        """[slots as bytes, the extras]: what a snapshot stores (see engine.ledger)."""
+        return [bytes(self._slots[: len(self.index) * WIDTH]), dict(self._other)]
+
+    def __repr__(self) -> str:
+        return f"<uuids of {len(self)} tasks>"
+
+
+def encode(memory: LastUuids | dict[str, str]) -> Any:
+    """The snapshot part "dedup"."""
+    return memory.data() if isinstance(memory, LastUuids) else dict(memory)
+
+
+def decode(data: Any) -> Any:
+    """The snapshot part "dedup", as LastUuids(index, data) takes it (a list, or a plain
+    {task: uuid} map from snapshots of format 1)."""
+    if not isinstance(data, list | dict):
+        raise SnapshotError(f"dedup part is a {type(data).__name__}")
+    return data

@@ -1,0 +1,493 @@
+"""The outbox: commands issued and not yet carried out, and the dispatcher that carries them out.
+
+Every command is first a CommandIssued event in the log (its id is that event's notification
+id); nothing acts on the cluster before. `Outbox` is the view of those commands, evolved from
+CommandIssued / CommandDispatched / CommandFailed / CommandConfirmed / CommandCancelled and the
+breaker's DispatchHalted / DispatchResumed: pure, and equal to a rebuild from the log.
+
+The dispatcher takes the pending commands (`plan`, pure), hands the remote ones to a `send`
+callable supplied by the caller (the pymesos adapter; a fake or the simulated master in
+tests), applies the local ones, and records the outcome. Crash safety, command by command
+(engine/rules.py COMMANDS says which kind is which):
+
+- Remote commands (KILL, RECONCILE) are sent, then CommandDispatched is appended. A crash in
+  between leaves the command pending, so it is sent again after restart: at least once. Both
+  kinds are harmless to repeat (killing a dead task is a no-op; asking again only makes the
+  master answer twice), and none is lost, because the CommandIssued is durable first.
+- Local commands (RESCHEDULE, MARK_LOST) append their effect (TaskCreated of the replacement,
+  or TaskMarkedLost) and their CommandConfirmed in ONE transaction: exactly once. A launch is
+  not idempotent, so the replacement's task id is derived from the command id: even a second
+  attempt would find it created and only confirm.
+This is eventsourcing's tracking idea applied per command: the process's position (which
+commands are settled) is recorded in the same log, atomically with what it produced. The
+saga's own position is recorded the same way (SagaReacted, engine/saga.py).
+
+Safety: a dry-run command is recorded and never dispatched (RECONCILE excepted: it is a
+read-only question, and it lets a dry run see what it would do); the blast-radius breaker
+halts every command but RECONCILE when more than `breaker_share` of the tasks would be killed
+or lost within `breaker_window` (Singularity's disaster detection), records why
+(DispatchHalted), and holds until an operator resumes (DispatchResumed, which approves the
+commands pending at that moment); kills are rate limited.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from engine.events import (
+    CommandCancelled,
+    CommandConfirmed,
+    CommandDispatched,
+    CommandFailed,
+    CommandIssued,
+    DispatchHalted,
+    DispatchResumed,
+    TaskCreated,
+    TaskMarkedLost,
+)
+from engine.lifecycle import TERMINAL, ScheduleStatus
+from engine.rules import COMMANDS, CommandKind
+
+_KILL = CommandKind.KILL.value
+_RECONCILE = CommandKind.RECONCILE.value
+_RESCHEDULE = CommandKind.RESCHEDULE.value
+_MARK_LOST = CommandKind.MARK_LOST.value
+_DESTRUCTIVE = frozenset(kind.value for kind, info in COMMANDS.items() if info.destructive)
+_REMOTE = frozenset(kind.value for kind, info in COMMANDS.items() if info.remote)
+_DONE_NAMES = frozenset(s.value for s in TERMINAL) | {ScheduleStatus.DELETED.value}
+# How far back the view keeps dispatch times (longer than any sensible breaker/rate window).
+HISTORY = 3600.0
+
+ISSUED, FAILED, DISPATCHED, CONFIRMED, CANCELLED, RETRIED = (
+    "issued",
+    "failed",
+    "dispatched",
+    "confirmed",
+    "cancelled",
+    "retried",
+)
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    """The dispatcher's safety limits."""
+
+    breaker_share: float = 0.2  # more than this share of tasks killed or lost ...
+    breaker_window: float = 300.0  # ... within this many seconds halts dispatch
+    breaker_min: int = 5  # never trips for fewer affected tasks (small clusters)
+    kill_rate_limit: int = 100  # at most this many kills ...
+    kill_rate_window: float = 10.0  # ... per this many seconds; the rest wait
+    retry_base: float = 1.0  # a failed send is tried again after base * 2**failures ...
+    retry_cap: float = 60.0  # ... at most this long
+
+
+@dataclass(slots=True)
+class CommandRecord:
+    """One command and where it is in its life."""
+
+    command_id: int
+    kind: str
+    task_id: str | None
+    rule: str
+    evidence: list[int]
+    run_id: str | None
+    tasks: list[str] | None
+    attempt: int
+    retry_of: int | None
+    not_before: float | None
+    dry_run: bool
+    issued_at: float
+    status: str = ISSUED
+    failures: int = 0
+    last_error: str | None = None
+    dispatched_at: float | None = None
+    settled_at: float | None = None
+    settled_by: int | None = None  # the notification id that confirmed or cancelled it
+    outcome: str | None = None
+    new_task_id: str | None = None  # RESCHEDULE: the replacement
+
+
+class PendingCommand(NamedTuple):
+    """A command as the outbox hands it out (and as `send` receives it)."""
+
+    command_id: int
+    kind: str
+    task_id: str | None
+    rule: str
+    evidence: tuple[int, ...]
+    run_id: str | None
+    tasks: tuple[str, ...] | None  # RECONCILE: the batch ("()" = implicit)
+    attempt: int
+    retry_of: int | None
+    not_before: float | None
+    dry_run: bool
+    status: str
+    issued_at: float
+    agent_id: str | None  # where Mesos (or the scheduler) last placed the task
+    agents: tuple[str | None, ...] | None = None  # RECONCILE: each task's agent, as above
+
+
+@dataclass(slots=True)
+class Outbox:
+    """Every command by id; the pending ones (issued or failed) in id order; the breaker."""
+
+    commands: dict[int, CommandRecord] = field(default_factory=dict)
+    pending: dict[int, CommandRecord] = field(default_factory=dict)
+    halted: DispatchHalted | None = None
+    halted_nid: int | None = None
+    resumed_at: float | None = None
+    approved_upto: int = 0  # commands up to this id were pending when an operator resumed
+    destructive: list[tuple[float, str]] = field(default_factory=list)  # (time, task)
+    kill_times: list[float] = field(default_factory=list)
+    last_nid: int = 0
+
+
+# --- evolve ------------------------------------------------------------------------------------
+
+
+def _issued(box: Outbox, nid: int, e: CommandIssued) -> None:
+    rec = CommandRecord(
+        nid,
+        e.kind,
+        e.task_id,
+        e.rule,
+        list(e.evidence),
+        e.run_id,
+        None if e.tasks is None else list(e.tasks),
+        e.attempt,
+        e.retry_of,
+        e.not_before,
+        e.dry_run,
+        e.time,
+    )
+    box.commands[nid] = rec
+    box.pending[nid] = rec
+    old = box.commands.get(e.retry_of) if e.retry_of is not None else None
+    if old is not None and old.status == DISPATCHED:
+        old.status = RETRIED
+
+
+def _trim(times: list, now: float) -> None:
+    cut = 0
+    while cut < len(times) and _time_of(times[cut]) < now - HISTORY:
+        cut += 1
+    if cut:
+        del times[:cut]
+
+
+def _time_of(item: Any) -> float:
+    return item[0] if isinstance(item, tuple) else item
+
+
+def _dispatched(box: Outbox, nid: int, e: CommandDispatched) -> None:
+    rec = box.commands.get(e.command_id)
+    if rec is None:
+        return
+    box.pending.pop(e.command_id, None)
+    rec.status = DISPATCHED
+    rec.dispatched_at = e.time
+    if rec.kind == _KILL:
+        box.kill_times.append(e.time)
+        _trim(box.kill_times, e.time)
+        box.destructive.append((e.time, rec.task_id or ""))
+        _trim(box.destructive, e.time)
+
+
+def _failed(box: Outbox, nid: int, e: CommandFailed) -> None:
+    rec = box.commands.get(e.command_id)
+    if rec is None:
+        return
+    rec.status = FAILED
+    rec.failures += 1
+    rec.last_error = e.error
+    rec.not_before = e.retry_at
+
+
+def _confirmed(box: Outbox, nid: int, e: CommandConfirmed) -> None:
+    rec = box.commands.get(e.command_id)
+    if rec is None:
+        return
+    was_pending = box.pending.pop(e.command_id, None) is not None
+    rec.status = CONFIRMED
+    rec.settled_at = e.time
+    rec.settled_by = e.causation if rec.kind in _REMOTE else nid
+    rec.outcome = e.outcome
+    rec.new_task_id = e.extra.get("new_task_id")
+    if rec.kind == _MARK_LOST and was_pending:  # a local command: confirmed = carried out
+        rec.dispatched_at = e.time
+        box.destructive.append((e.time, rec.task_id or ""))
+        _trim(box.destructive, e.time)
+
+
+def _cancelled(box: Outbox, nid: int, e: CommandCancelled) -> None:
+    rec = box.commands.get(e.command_id)
+    if rec is None:
+        return
+    box.pending.pop(e.command_id, None)
+    rec.status = CANCELLED
+    rec.settled_at = e.time
+    rec.settled_by = nid
+    rec.outcome = e.reason
+
+
+def _halted(box: Outbox, nid: int, e: DispatchHalted) -> None:
+    box.halted = e
+    box.halted_nid = nid
+
+
+def _resumed(box: Outbox, nid: int, e: DispatchResumed) -> None:
+    box.halted = None
+    box.halted_nid = None
+    box.resumed_at = e.time
+    box.approved_upto = max(box.pending, default=box.approved_upto)
+
+
+HANDLERS: dict[type, Callable[[Outbox, int, Any], None]] = {
+    CommandIssued: _issued,
+    CommandDispatched: _dispatched,
+    CommandFailed: _failed,
+    CommandConfirmed: _confirmed,
+    CommandCancelled: _cancelled,
+    DispatchHalted: _halted,
+    DispatchResumed: _resumed,
+}
+
+
+def evolve(box: Outbox, nid: int, event: Any) -> Outbox:
+    """Apply one event (in place) and return the outbox."""
+    handler = HANDLERS.get(type(event))
+    if handler is not None:
+        handler(box, nid, event)
+    box.last_nid = nid
+    return box
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def as_pending(rec: CommandRecord, views: Any) -> PendingCommand:
+    """The record as handed out, with the agent the task was last seen on."""
+    agent_id = None if rec.task_id is None else _agent_of(views, rec.task_id)
+    agents = None if rec.tasks is None else tuple(_agent_of(views, t) for t in rec.tasks)
+    return PendingCommand(
+        rec.command_id,
+        rec.kind,
+        rec.task_id,
+        rec.rule,
+        tuple(rec.evidence),
+        rec.run_id,
+        None if rec.tasks is None else tuple(rec.tasks),
+        rec.attempt,
+        rec.retry_of,
+        rec.not_before,
+        rec.dry_run,
+        rec.status,
+        rec.issued_at,
+        agent_id,
+        agents,
+    )
+
+
+def _agent_of(views: Any, task_id: str) -> str | None:
+    """Where the task is, as Mesos last said, else as the scheduler assigned it: the master
+    answers an explicit request by the named agent (TASK_GONE, UNREACHABLE, ... or silence)."""
+    mesos = views.mesos.record(task_id)
+    if mesos is not None and mesos.agent_id:
+        return mesos.agent_id
+    sched = views.scheduler.record(task_id)
+    return None if sched is None else sched.agent_id
+
+
+def pending(box: Outbox, views: Any) -> list[PendingCommand]:
+    """The commands not yet dispatched (issued, or failed and waiting to be tried again)."""
+    return [as_pending(rec, views) for rec in box.pending.values()]
+
+
+def unconfirmed(box: Outbox) -> list[CommandRecord]:
+    """Dispatched commands that still wait for their confirmation (KILLs)."""
+    return [r for r in box.commands.values() if r.status == DISPATCHED and r.kind == _KILL]
+
+
+# --- planning a dispatch (pure) ----------------------------------------------------------------
+
+
+class DispatchPlan(NamedTuple):
+    """What one dispatch does: trip the breaker?, send these, apply those, hold the rest."""
+
+    halt: DispatchHalted | None
+    remote: list[PendingCommand]
+    local: list[list[Any]]  # per local command: its effect events, confirmation last
+    held: list[tuple[int, str]]  # (command id, why it waits)
+
+
+def replacement_id(task_id: str, job: str | None, instance: int | None, command_id: int) -> str:
+    """The deterministic task id of the task a RESCHEDULE command creates."""
+    if job is not None and instance is not None:
+        return f"{job}/{instance}/r{command_id}"
+    return f"{task_id}/r{command_id}"
+
+
+def _local_effect(rec: CommandRecord, views: Any, now: float) -> list[Any]:
+    cid = rec.command_id
+    task_id = rec.task_id or ""
+    sched = views.scheduler.tasks.get(task_id)
+    if rec.kind == _MARK_LOST:
+        if sched is None or sched.state in _DONE_NAMES:
+            return [CommandConfirmed(now, cid, cid, "already terminal: nothing to mark")]
+        return [
+            TaskMarkedLost(now, cid, task_id, rec.rule, cid),
+            CommandConfirmed(now, cid, cid, "marked LOST"),
+        ]
+    job = None if sched is None else sched.job
+    instance = None if sched is None else sched.instance
+    new_id = replacement_id(task_id, job, instance, cid)
+    extra = {"new_task_id": new_id}
+    if new_id in views.scheduler.tasks:
+        return [CommandConfirmed(now, cid, cid, f"replacement {new_id} exists", extra)]
+    return [
+        TaskCreated(
+            now, cid, new_id, job or task_id, instance or 0, {"ancestor": task_id, "command": cid}
+        ),
+        CommandConfirmed(now, cid, cid, f"rescheduled as {new_id}", extra),
+    ]
+
+
+def _live_count(views: Any) -> tuple[int, set[str]]:
+    live = set()
+    for task_id, rec in views.scheduler.tasks.items():
+        if rec.state not in _DONE_NAMES:
+            live.add(task_id)
+    return len(live), live
+
+
+def plan(box: Outbox, views: Any, now: float, config: DispatchConfig) -> DispatchPlan:
+    """Which pending commands a dispatch at `now` sends, applies or holds, and whether the
+    blast-radius breaker trips. Pure."""
+    due = [r for r in box.pending.values() if r.not_before is None or r.not_before <= now]
+    held: list[tuple[int, str]] = []
+    halt = None
+    if box.halted is None:
+        candidates = {
+            r.task_id or ""
+            for r in due
+            if r.kind in _DESTRUCTIVE and not r.dry_run and r.command_id > box.approved_upto
+        }
+        if candidates:
+            since = now - config.breaker_window
+            if box.resumed_at is not None:
+                since = max(since, box.resumed_at)
+            recent = {task for t, task in box.destructive if t > since}
+            affected = recent | candidates
+            count, live = _live_count(views)
+            total = count + len(affected - live)
+            if len(affected) >= config.breaker_min and len(affected) > config.breaker_share * total:
+                halt = DispatchHalted(
+                    now,
+                    None,
+                    f"{len(affected)} of {total} tasks would be killed or lost within "
+                    f"{config.breaker_window:g} s (limit {config.breaker_share:.0%})",
+                    len(affected),
+                    total,
+                    config.breaker_share,
+                    config.breaker_window,
+                )
+    halted = box.halted is not None or halt is not None
+    kills = sum(1 for t in box.kill_times if t > now - config.kill_rate_window)
+    budget = config.kill_rate_limit - kills
+    remote: list[PendingCommand] = []
+    local: list[list[Any]] = []
+    for rec in due:
+        kind = rec.kind
+        if rec.dry_run and kind != _RECONCILE:
+            held.append((rec.command_id, "dry run"))
+            continue
+        if halted and kind != _RECONCILE:
+            held.append((rec.command_id, "breaker halted dispatch"))
+            continue
+        if kind == _KILL:
+            if budget <= 0:
+                held.append((rec.command_id, "kill rate limit"))
+                continue
+            budget -= 1
+        if kind in _REMOTE:
+            remote.append(as_pending(rec, views))
+        else:
+            local.append(_local_effect(rec, views, now))
+    return DispatchPlan(halt, remote, local, held)
+
+
+# --- the dispatcher (the imperative part) ------------------------------------------------------
+
+
+class DispatchReport(NamedTuple):
+    """What one dispatch did (command ids)."""
+
+    dispatched: list[int]
+    failed: list[int]
+    applied: list[int]  # local commands carried out (and confirmed)
+    held: list[tuple[int, str]]
+    halted: bool
+
+
+class Dispatcher:
+    """Takes pending commands, sends the remote ones through `send(command)`, applies the local
+    ones, and records CommandDispatched / CommandFailed / CommandConfirmed.
+
+    `plan_at(now)` returns the DispatchPlan (engine/outbox.plan over the current state),
+    `failures_of(command_id)` how often sending it failed, `append` appends events durably.
+    The Ledger builds one with `Ledger.dispatcher(send)`.
+    """
+
+    def __init__(
+        self,
+        plan_at: Callable[[float], DispatchPlan],
+        append: Callable[[Sequence[Any]], list[int]],
+        send: Callable[[PendingCommand], object],
+        *,
+        config: DispatchConfig,
+        failures_of: Callable[[int], int],
+        lock: threading.Lock | threading.RLock | None = None,
+    ) -> None:
+        self._plan_at = plan_at
+        self._append = append
+        self._send = send
+        self._config = config
+        self._failures_of = failures_of
+        self._lock = lock or threading.Lock()
+
+    def dispatch(self, *, now: float) -> DispatchReport:
+        """One pass over the outbox at `now`. A send that raises is recorded as failed (tried
+        again with backoff); every outcome is appended before this returns, also when a
+        BaseException (e.g. KeyboardInterrupt) stops the pass."""
+        with self._lock:
+            plan_ = self._plan_at(now)
+            events: list[Any] = []
+            dispatched: list[int] = []
+            failed: list[int] = []
+            applied: list[int] = []
+            if plan_.halt is not None:
+                events.append(plan_.halt)
+            try:
+                for command in plan_.remote:
+                    try:
+                        self._send(command)
+                    except Exception as e:  # the driver's problem: record it, retry later
+                        failures = self._failures_of(command.command_id)
+                        wait = min(self._config.retry_cap, self._config.retry_base * 2.0**failures)
+                        events.append(
+                            CommandFailed(now, None, command.command_id, repr(e)[:500], now + wait)
+                        )
+                        failed.append(command.command_id)
+                    else:
+                        events.append(CommandDispatched(now, None, command.command_id))
+                        dispatched.append(command.command_id)
+                for effect in plan_.local:
+                    events.extend(effect)
+                    applied.append(effect[-1].command_id)
+            finally:
+                if events:
+                    self._append(events)
+            return DispatchReport(dispatched, failed, applied, plan_.held, plan_.halt is not None)

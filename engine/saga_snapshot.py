@@ -1,0 +1,157 @@
+"""The saga's state as plain msgpack data: its part of a Ledger snapshot (projections/snapshots).
+
+Explicit fields, never a pickle, like the views' part. `decode(encode(state)) == state`
+(tests/test_saga.py checks it over random histories), so a Ledger opened from a snapshot
+decides exactly as one that replayed the whole log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from engine.events import DispatchHalted, from_wire, to_wire
+from engine.outbox import CommandRecord, Outbox
+from engine.reconciliation import Omitted, Run, Runs
+from engine.saga import KillTrack, Obligation, SagaState
+from projections.snapshots import SnapshotError
+
+_RUN_FIELDS = tuple(f.name for f in fields(Run))
+_RECORD_FIELDS = tuple(f.name for f in fields(CommandRecord))
+_KEYS_ONLY = ("asked", "remaining", "answered_tasks")
+
+
+def _encode_run(run: Run) -> list[Any]:
+    out = []
+    for name in _RUN_FIELDS:
+        value = getattr(run, name)
+        if name in _KEYS_ONLY:
+            value = list(value)
+        elif name in ("command_ids", "early"):
+            value = sorted(value)
+        out.append(value)
+    return out
+
+
+def _decode_run(row: list[Any]) -> Run:
+    values = dict(zip(_RUN_FIELDS, row, strict=True))
+    for name in _KEYS_ONLY:
+        values[name] = dict.fromkeys(values[name])
+    values["command_ids"] = set(values["command_ids"])
+    values["early"] = set(values["early"])
+    return Run(**values)
+
+
+def _encode_omitted(omitted: Omitted | None) -> list[Any] | None:
+    if omitted is None:
+        return None
+    o = omitted
+    return [o.run_id, o.started_nid, o.started_at, o.completed_nid, list(o.tasks)]
+
+
+def _decode_omitted(row: list[Any] | None) -> Omitted | None:
+    if row is None:
+        return None
+    run_id, started_nid, started_at, completed_nid, tasks = row
+    return Omitted(run_id, started_nid, started_at, completed_nid, dict.fromkeys(tasks))
+
+
+def encode(state: SagaState) -> dict[str, Any]:
+    """The saga state as msgpack-ready data."""
+    runs, box = state.runs, state.outbox
+    return {
+        "runs": {
+            "active": {kind: _encode_run(run) for kind, run in runs.active.items()},
+            "started": runs.started,
+            "last_started_at": runs.last_started_at,
+            "completed": runs.completed,
+            "superseded": runs.superseded,
+            "first_time": runs.first_time,
+            "registration_due": runs.registration_due,
+            "registered_at": runs.registered_at,
+            "omitted": _encode_omitted(runs.omitted),
+        },
+        "outbox": {
+            "commands": [[getattr(r, n) for n in _RECORD_FIELDS] for r in box.commands.values()],
+            "pending": list(box.pending),
+            "halted": None if box.halted is None else to_wire(box.halted),
+            "halted_nid": box.halted_nid,
+            "resumed_at": box.resumed_at,
+            "approved_upto": box.approved_upto,
+            "destructive": [list(item) for item in box.destructive],
+            "kill_times": box.kill_times,
+            "last_nid": box.last_nid,
+        },
+        "open_kills": [[t, k.first, k.latest, k.attempts] for t, k in state.open_kills.items()],
+        "kill_episodes": {t: list(v) for t, v in state.kill_episodes.items()},
+        "rescheduled": state.rescheduled,
+        "replaced_by": state.replaced_by,
+        "ancestor": state.ancestor,
+        "lost_marked": state.lost_marked,
+        "transient": state.transient,
+        "partitioned": state.partitioned,
+        "transient_asked": {t: list(v) for t, v in state.transient_asked.items()},
+        "obligations": [[o.nid, o.task_id, list(o.effects), o.cause] for o in state.obligations],
+        "reacted_upto": state.reacted_upto,
+        "last_nid": state.last_nid,
+    }
+
+
+def decode(data: dict[str, Any]) -> SagaState:
+    """The inverse of encode; SnapshotError for data of the wrong shape."""
+    try:
+        return _decode(data)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise SnapshotError(f"saga state does not have the snapshot's shape: {e!r}") from e
+
+
+def _decode(data: dict[str, Any]) -> SagaState:
+    r, b = data["runs"], data["outbox"]
+    runs = Runs(
+        {kind: _decode_run(row) for kind, row in r["active"].items()},
+        dict(r["started"]),
+        dict(r["last_started_at"]),
+        r["completed"],
+        r["superseded"],
+        r["first_time"],
+        r["registration_due"],
+        r["registered_at"],
+        _decode_omitted(r.get("omitted")),  # absent from snapshots older than the field
+    )
+    commands = {}
+    for row in b["commands"]:
+        rec = CommandRecord(**dict(zip(_RECORD_FIELDS, row, strict=True)))
+        commands[rec.command_id] = rec
+    box = Outbox(
+        commands,
+        {cid: commands[cid] for cid in b["pending"]},
+        None if b["halted"] is None else from_wire(DispatchHalted.topic, b["halted"]),
+        b["halted_nid"],
+        b["resumed_at"],
+        b["approved_upto"],
+        [(t, task) for t, task in b["destructive"]],
+        list(b["kill_times"]),
+        b["last_nid"],
+    )
+    return SagaState(
+        runs,
+        box,
+        {
+            t: KillTrack(first, latest, attempts)
+            for t, first, latest, attempts in data["open_kills"]
+        },
+        {t: (v[0], v[1]) for t, v in data["kill_episodes"].items()},
+        dict(data["rescheduled"]),
+        dict(data["replaced_by"]),
+        dict(data["ancestor"]),
+        dict(data["lost_marked"]),
+        dict(data["transient"]),
+        dict(data["partitioned"]),
+        {t: (v[0], v[1]) for t, v in data["transient_asked"].items()},
+        [
+            Obligation(nid, t, tuple(effects), cause)
+            for nid, t, effects, cause in data["obligations"]
+        ],
+        data["reacted_upto"],
+        data["last_nid"],
+    )

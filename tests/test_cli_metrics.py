@@ -1,0 +1,75 @@
+"""tools/metrics.py: the runtime's Prometheus metrics, scraped from a registry."""
+
+from __future__ import annotations
+
+import pytest
+from cli_log import story
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine.events import (
+    CommandIssued,
+    ReconciliationCompleted,
+    ReconciliationStarted,
+    ReconciliationSuperseded,
+)
+from tools.metrics import Metrics
+from tools.readonly import ReadOnlyLedger
+
+
+@pytest.fixture(scope="module")
+def story_log(tmp_path_factory):
+    return story(tmp_path_factory)
+
+
+def scrape(metrics: Metrics) -> dict[tuple[str, tuple], float]:
+    samples = {}
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        for s in family.samples:
+            samples[s.name, tuple(sorted(s.labels.items()))] = s.value
+    return samples
+
+
+def test_metrics_after_updates(story_log):
+    metrics = Metrics()
+    events = [
+        ReconciliationStarted(1.0, None, "r1", "explicit", "registered", 100.0),
+        CommandIssued(1.0, None, "KILL", "t", "R-IMPLICIT-KILL-UNKNOWN", [1], "r1"),
+        ReconciliationCompleted(
+            41.0, None, "r1", "explicit", "answered", 3, 3, 3, 0, 2, 40.0, {}, {}
+        ),
+        ReconciliationStarted(50.0, None, "r2", "implicit", "schedule", 100.0),
+        ReconciliationSuperseded(51.0, None, "r2", "r3", "reregistered"),
+    ]
+    metrics.observe_append(0.0004, events)
+    metrics.observe_commit(5)
+    for event in events:
+        metrics.observe(event)
+    with ReadOnlyLedger.open(story_log) as ledger:
+        metrics.update_from(ledger)
+    got = scrape(metrics)
+    assert got["taskledger_events_appended_total", (("kind", "ReconciliationStarted"),)] == 2
+    assert got["taskledger_append_seconds_count", ()] == 1
+    assert got["taskledger_append_seconds_bucket", (("le", "0.0005"),)] == 1
+    assert got["taskledger_group_commit_batch_size_sum", ()] == 5
+    runs = "taskledger_reconciliation_runs_total"
+    assert got[runs, (("kind", "explicit"), ("outcome", "answered"))] == 1
+    assert got[runs, (("kind", "implicit"), ("outcome", "superseded"))] == 1
+    assert got["taskledger_reconciliation_run_seconds_sum", (("kind", "explicit"),)] == 40.0
+    issued = "taskledger_commands_issued_total"
+    assert got[issued, (("kind", "KILL"), ("rule", "R-IMPLICIT-KILL-UNKNOWN"))] == 1
+    # Gauges from the ledger: the story ends with web/1 in absent/non-terminal.
+    drift = "taskledger_drift_tasks"
+    assert got[drift, (("cell", "absent/non-terminal"), ("found_by", "explicit"))] == 1
+    assert got[drift, (("cell", "non-terminal/absent"), ("found_by", "implicit"))] == 0
+    commands = "taskledger_commands"
+    kill = (("kind", "KILL"), ("outcome", "confirmed"), ("rule", "R-IMPLICIT-KILL-UNKNOWN"))
+    assert got[commands, kill] == 1
+    assert got["taskledger_dispatch_halted", ()] == 0
+    # The explicit run of the story asked about web/0 and web/1; web/0 answered.
+    assert got["taskledger_reconciliation_answers_awaited", (("kind", "explicit"),)] == 1
+
+
+def test_two_metrics_objects_do_not_collide():
+    first, second = Metrics(), Metrics()
+    first.observe_commit(1)
+    assert scrape(second)["taskledger_group_commit_batch_size_count", ()] == 0

@@ -1,0 +1,208 @@
+"""Why a task was acted on: for each command about it, the chain from observation to outcome.
+
+    observations (the evidence events, with ids and times)
+      -> the run that found the drift -> the rule -> the command -> its dispatch -> the outcome
+
+and first a sentence: "killed because the implicit run #12 at 03:12:04 found it TASK_RUNNING
+on agent-3 while the scheduler had it FINISHED since 02:58:10 (rule R-IMPLICIT-KILL-TERMINAL)".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from engine import rules
+from engine.events import (
+    CommandCancelled,
+    CommandConfirmed,
+    CommandDispatched,
+    CommandFailed,
+    KillRequested,
+    TaskMarkedLost,
+)
+from tools.forensics.history import summary
+from tools.forensics.index import Command, LogIndex, Moment, Run
+
+# The command kind as a past participle, for the sentence.
+VERBS: dict[str, str] = {
+    "KILL": "killed",
+    "MARK_LOST": "marked LOST",
+    "RESCHEDULE": "rescheduled",
+    "RECONCILE": "asked about",
+}
+
+
+class Step(NamedTuple):
+    """One link of a chain."""
+
+    step: str  # "observation", "run", "rule", "command", "dispatch", "outcome"
+    id: int | None  # the notification id of the event behind it, if one
+    time: float | None
+    what: str
+
+
+class Chain(NamedTuple):
+    """One command about the task, and everything that led to it and came of it."""
+
+    command: int  # the command id (its CommandIssued notification id)
+    kind: str
+    rule: str
+    rule_reason: str | None  # from engine.rules; None for a rule this build does not know
+    run: str | None
+    run_ordinal: int | None
+    status: str  # "confirmed", "cancelled", "dispatched", "failed", "pending"
+    outcome: str | None
+    sentence: str
+    found: Moment | None
+    steps: list[Step]
+
+
+def _clock(t: float | None) -> str:
+    return "-" if t is None else datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S")
+
+
+def rule_reason(rule_id: str) -> str | None:
+    found = rules.RULES.get(rule_id)
+    return None if found is None else found.reason
+
+
+def _found_clause(found: Moment | None) -> str:
+    if found is None:
+        return "found it"
+    if found.mesos_state is None:
+        mesos = "found Mesos had never reported it"
+    else:
+        mesos = f"found it {found.mesos_state}"
+        if found.mesos_agent:
+            mesos += f" on {found.mesos_agent}"
+    if found.scheduler_state is None:
+        scheduler = "the scheduler did not know it"
+    else:
+        scheduler = f"the scheduler had it {found.scheduler_state}"
+        if found.scheduler_time is not None:
+            scheduler += f" since {_clock(found.scheduler_time)}"
+    return f"{mesos} while {scheduler}"
+
+
+def sentence(command: Command, run: Run | None) -> str:
+    """The chain in one sentence."""
+    verb = VERBS.get(command.kind, f"{command.kind} issued")
+    if run is not None:
+        who = f"the {run.kind} run #{run.ordinal} at {_clock(run.time)}"
+    else:
+        who = f"a check at {_clock(command.event.time)}"
+    text = f"{verb} because {who} {_found_clause(command.found)} (rule {command.rule})"
+    if command.status == "confirmed":
+        text += f"; confirmed at {_clock(command.outcome_time)} ({command.outcome})"
+    elif command.outcome_nid is not None:
+        text += f"; {command.outcome} at {_clock(command.outcome_time)}"
+    elif command.status in ("dispatched", "failed"):
+        text += f"; {command.status}, not yet confirmed"
+    else:
+        text += "; not yet dispatched"
+    if command.event.dry_run:
+        text += " (dry run: never sent)"
+    return text
+
+
+def _step_of(nid: int, event: Any) -> Step:
+    kind = type(event)
+    if kind is CommandDispatched:
+        return Step("dispatch", nid, event.time, "handed to the driver")
+    if kind is CommandFailed:
+        return Step(
+            "dispatch",
+            nid,
+            event.time,
+            f"send failed: {event.error}; retry at {_clock(event.retry_at)}",
+        )
+    if kind is CommandConfirmed:
+        what = f"confirmed: {event.outcome}"
+        if event.causation is not None:
+            what += f" (by event #{event.causation})"
+        return Step("outcome", nid, event.time, what)
+    if kind is CommandCancelled:
+        return Step("outcome", nid, event.time, f"cancelled: {event.reason}")
+    if kind is TaskMarkedLost:
+        return Step("outcome", nid, event.time, f"task marked LOST by rule {event.rule}")
+    return Step("outcome", nid, event.time, type(event).topic)
+
+
+def chain(index: LogIndex, command: Command, lookup: Callable[[int], Any | None]) -> Chain:
+    """The chain of one command; `lookup(nid)` reads an evidence event from the log."""
+    e = command.event
+    run = index.runs.get(e.run_id) if e.run_id is not None else None
+    steps: list[Step] = []
+    for nid in e.evidence or ():
+        evidence = lookup(nid)
+        if evidence is None:
+            steps.append(Step("observation", nid, None, "(not in the log)"))
+        else:
+            steps.append(Step("observation", nid, evidence.time, summary(evidence)))
+    if run is not None:
+        end = "still running" if run.outcome is None else f"ended {run.outcome}"
+        steps.append(
+            Step(
+                "run",
+                run.nid,
+                run.time,
+                f"{run.kind} run #{run.ordinal} ({run.run_id}, {run.trigger}), {end}",
+            )
+        )
+    if command.found is not None:
+        f = command.found
+        steps.append(
+            Step(
+                "run" if run is not None else "observation",
+                command.nid,
+                e.time,
+                f"drift: cell {f.cell} (found by {f.found_by}): Mesos {f.mesos_state or '-'}, "
+                f"scheduler {f.scheduler_state or '-'}",
+            )
+        )
+    reason = rule_reason(e.rule)
+    steps.append(
+        Step("rule", None, None, f"{e.rule}: {reason or '(not in this build’s rule table)'}")
+    )
+    what = f"{e.kind} #{command.nid}"
+    if e.task_id is None and e.tasks is not None:
+        what += f" for {len(e.tasks)} task(s)" if e.tasks else " (implicit)"
+    if e.attempt > 1:
+        what += f", attempt {e.attempt}"
+    if e.retry_of is not None:
+        what += f", retry of #{e.retry_of}"
+    if e.dry_run:
+        what += " (dry run)"
+    steps.append(Step("command", command.nid, e.time, what))
+    steps.extend(_step_of(nid, ev) for nid, ev in command.steps)
+    if command.outcome_nid is None:
+        steps.append(Step("outcome", None, None, f"none yet ({command.status})"))
+    return Chain(
+        command.nid,
+        e.kind,
+        e.rule,
+        reason,
+        e.run_id,
+        None if run is None else run.ordinal,
+        command.status,
+        command.outcome,
+        sentence(command, run),
+        command.found,
+        steps,
+    )
+
+
+def chains(index: LogIndex, task_id: str, lookup: Callable[[int], Any | None]) -> list[Chain]:
+    """Every command that acted on the task, oldest first, as chains."""
+    return [chain(index, c, lookup) for c in index.commands_about(task_id)]
+
+
+def scheduler_decisions(index: LogIndex, task_id: str) -> list[tuple[int, float]]:
+    """(id, time) of the scheduler's own kill decisions about the task (KillRequested)."""
+    return [
+        (row.nid, row.event.time)
+        for row in index.task_events.get(task_id, ())
+        if type(row.event) is KillRequested
+    ]
