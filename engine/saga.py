@@ -23,6 +23,9 @@ Safety properties (tests/test_saga*.py check them):
   (no kill loops: AURORA-1966, Cook #44);
 - nothing is marked lost inside the agent re-registration window after a (re)registration
   (Marathon #3142, Singularity #2066), and silence alone never kills;
+- what a quiet implicit run omits (a task the Mesos view holds alive) is only asked about by
+  name (R-IMPLICIT-OMITTED-ASK), never killed or lost for, and not even asked about when the
+  run started inside that window;
 - a task is rescheduled at most once.
 """
 
