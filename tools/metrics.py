@@ -12,7 +12,7 @@ The runtime loop (another issue) owns a `Metrics`, feeds it as things happen and
 
 Counters and histograms count what happened while this process ran (as Prometheus
 expects); gauges are recomputed from the ledger's state, so they are right after a restart.
-Every name, label and meaning is documented in docs/cli.md ("Metrics").
+Every name, label and meaning is documented in the README ("Metrics").
 """
 
 from __future__ import annotations

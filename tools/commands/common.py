@@ -92,7 +92,7 @@ def log_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "--json", "as_json", is_flag=True, help="print JSON (stable shape, see docs/cli.md)"
+        "--json", "as_json", is_flag=True, help="print JSON (stable shape, see the README)"
     )(command)
 
 
