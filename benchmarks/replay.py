@@ -124,7 +124,7 @@ def bench_decode(path: str) -> Result:
     store = LMDBDatastore.open(path, durable=False)
     try:
         recorder = LMDBApplicationRecorder(store)
-        from engine.ledger import _decode
+        from engine.ledger_state import decode_records as _decode
 
         gc.disable()
         started = time.perf_counter()
@@ -144,7 +144,7 @@ def bench_replay(path: str) -> tuple[Result, LedgerState]:
         recorder = LMDBApplicationRecorder(store)
         state = LedgerState()
         apply = state.apply
-        from engine.ledger import _decode
+        from engine.ledger_state import decode_records as _decode
 
         gc.disable()  # as Ledger.open does not; shows the GC's share separately below
         started = time.perf_counter()

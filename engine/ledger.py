@@ -19,46 +19,43 @@ share the file under their own originators, and replay skips them.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import threading
 import time as _time
-import uuid as _uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import msgpack
 from eventsourcing.persistence import StoredEvent
 
-from engine import dedup, saga_snapshot
 from engine import saga as _saga
-from engine.codec import CodecError, frame, unframe
-from engine.dedup import LastUuids
+from engine.codec import frame
 from engine.events import (
-    EVENT_KINDS,
     DispatchResumed,
     FrameworkDisconnected,
     FrameworkRegistered,
     FrameworkReregistered,
     KillRequested,
-    StatusUpdateReceived,
     TaskAssigned,
     TaskCreated,
-    from_wire,
     status_from_mesos,
     to_wire,
 )
+from engine.ledger_state import (  # noqa: F401  (re-exported: the Ledger's public names)
+    LEDGER_STREAM,
+    LedgerState,
+    SnapshotInfo,
+    state_digest,
+)
+from engine.log_reader import LogReader, snapshot_key
 from engine.outbox import Dispatcher, DispatchPlan, DispatchReport, PendingCommand
 from engine.outbox import pending as _pending
 from engine.outbox import plan as _plan_dispatch
 from engine.saga import SagaConfig, SagaState
-from engine.store import DamagedRecord, LMDBApplicationRecorder, LMDBDatastore, LogOpenError
+from engine.store import LMDBDatastore, LogOpenError
 from projections import snapshots
 from projections.drift_view import Drift, Views
 
-# The originator id of the Ledger's stream in the log.
-LEDGER_STREAM = _uuid.UUID("5a5d6c1e-7a5c-4c1e-9d9e-000000000001")
-_STREAM_WIRE = LEDGER_STREAM.bytes
 _LOCK_FILE = "ledger.lock"
 
 
@@ -66,72 +63,11 @@ class LedgerLocked(LogOpenError):
     """Another process has the log open for writing."""
 
 
-class SnapshotInfo(NamedTuple):
-    """A stored snapshot: the notification id it covers, its size, how long it took."""
+class Ledger(LogReader):
+    """The task-state engine over one LMDB log folder. Thread-safe.
 
-    nid: int
-    size: int
-    seconds: float
-
-
-class LedgerState:
-    """Everything the Ledger folds from its log: the views and the dedup memory.
-
-    ``apply`` is the one place an event changes state, live, on replay, for snapshots and
-    for as-of queries alike, so all four always agree. Pure: no I/O, no clock.
-    """
-
-    __slots__ = ("views", "last_uuid", "saga")
-
-    def __init__(
-        self,
-        views: Views | None = None,
-        last_uuid: LastUuids | dict[str, str] | list[Any] | None = None,
-        saga: SagaState | None = None,
-    ):
-        self.views = Views() if views is None else views
-        # The reconciliation saga's state: a view like the others (engine/saga.py).
-        self.saga = SagaState() if saga is None else saga
-        # The uuid of each task's latest agent/executor update: a re-sent update carries
-        # the same uuid (agents re-send until acknowledged, one outstanding per task). A
-        # column of the views' task index (engine/dedup.py); a dict or a snapshot's data is
-        # read into one.
-        if isinstance(last_uuid, LastUuids) and last_uuid.index is self.views.index:
-            self.last_uuid = last_uuid
-        else:
-            if isinstance(last_uuid, LastUuids):
-                last_uuid = dict(last_uuid.items())
-            self.last_uuid = LastUuids(self.views.index, last_uuid)
-
-    @property
-    def last_nid(self) -> int:
-        return self.views.drift.last_nid
-
-    def apply(self, nid: int, event: Any) -> None:
-        self.views.apply(nid, event)
-        _saga.evolve(self.saga, nid, event, self.views)
-        if type(event) is StatusUpdateReceived:  # the only kind with a uuid
-            uuid = event.uuid
-            if uuid is not None:
-                self.last_uuid.remember(event.task_id, uuid)
-
-    def parts(self) -> dict[str, Any]:
-        """The named parts a snapshot stores (see projections.snapshots.PARTS)."""
-        return {"views": self.views, "dedup": self.last_uuid, "saga": self.saga}
-
-    @classmethod
-    def from_parts(cls, parts: dict[str, Any]) -> LedgerState:
-        if "saga" not in parts:  # written before the saga existed: replay instead
-            raise snapshots.SnapshotError("snapshot has no 'saga' part (older build)")
-        return cls(parts["views"], parts["dedup"], parts["saga"])
-
-
-snapshots.PARTS.setdefault("dedup", (dedup.encode, dedup.decode))
-snapshots.PARTS.setdefault("saga", (saga_snapshot.encode, saga_snapshot.decode))
-
-
-class Ledger:
-    """The task-state engine over one LMDB log folder. Thread-safe."""
+    Reading the log (events, times, snapshots, states as of a moment) is LogReader's, shared
+    with the read-only Ledger of the forensic commands."""
 
     def __init__(
         self,
@@ -140,8 +76,7 @@ class Ledger:
         clock: Callable[[], float] = _time.time,
         lock_fd: int | None = None,
     ) -> None:
-        self._store = datastore
-        self._recorder = LMDBApplicationRecorder(datastore)
+        super().__init__(datastore)
         self._clock = clock
         self._lock_fd = lock_fd
         self._packer_lock = threading.Lock()
@@ -149,13 +84,12 @@ class Ledger:
         # Updates appended but not yet committed, so a concurrent re-delivery is a dup too.
         self._dedup_lock = threading.Lock()
         self._inflight: set[tuple[str, str]] = set()
-        self.snapshot_problems: list[str] = []  # damaged snapshots skipped on open
         # The saga's decisions are serialised by this lock (tick, reconcile, dispatch,
         # resume); `saga_config` may be replaced at any time: it changes later decisions,
         # never the recorded ones.
         self._saga_lock = threading.RLock()
         self.saga_config = SagaConfig()
-        self._state = self._load(None)
+        self._state = self.load(None)
         # Told of every append (latency, kinds) and commit (batch size): tools.metrics.Metrics.
         self.observer: Any = None
         datastore.after_commit = self._after_commit
@@ -200,10 +134,6 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @property
-    def path(self) -> str:
-        return self._store.path
 
     # -- the scheduler's facts ---------------------------------------------------------------
     def task_created(
@@ -327,38 +257,6 @@ class Ledger:
         """The notification id the views cover."""
         return self._state.last_nid
 
-    def events(self, first: int = 1, last: int | None = None) -> Iterator[tuple[int, Any]]:
-        """(notification id, event) pairs of the Ledger's stream, in order."""
-        return _decode(self._recorder.scan(first, last))
-
-    def state_as_of(self, notification_id: int) -> LedgerState:
-        """The state right after ``notification_id``: the nearest snapshot at or before
-        it, plus a replay of the events between (a fresh copy; the live state is not
-        touched and appends are not blocked)."""
-        return self._load(notification_id)
-
-    def views_as_of(self, notification_id: int) -> Views:
-        """The views as they were right after ``notification_id``."""
-        return self.state_as_of(notification_id).views
-
-    def id_at(self, timestamp: float) -> int:
-        """The last notification id whose event time is at or before ``timestamp`` (0 if
-        none). Event times are the callers'; this assumes they do not go backwards."""
-        low, high = 0, self._recorder.max_notification_id() or 0
-        while low < high:  # invariant: events up to `low` are at or before timestamp
-            middle = (low + high + 1) // 2
-            if self._event_time(middle) <= timestamp:
-                low = middle
-            else:
-                high = middle - 1
-        return low
-
-    def _event_time(self, nid: int) -> float:
-        for _, record in self._recorder.scan(nid, nid):
-            if record[0] == _STREAM_WIRE:
-                return from_wire(record[2], msgpack.unpackb(record[3])).time
-        return float("-inf")  # another application's event: no time of ours
-
     # -- the reconciliation saga (engine/saga.py, engine/reconciliation.py, engine/outbox.py) --
     @property
     def saga(self) -> SagaState:
@@ -457,111 +355,15 @@ class Ledger:
         """
         started = _time.perf_counter()
         nid = self.last_id
-        state = self._load(nid)
+        state = self.load(nid)
         payload = snapshots.encode(nid, self._now(time), state.parts())
-        key = nid.to_bytes(8, "big")
+        key = snapshot_key(nid)
 
         def put(txn: Any, batch: Any) -> None:
             txn.put(key, frame(key, payload), db=self._snapshots_db())
 
         self._store.write(put)
         return SnapshotInfo(nid, len(payload), _time.perf_counter() - started)
-
-    def snapshots(self) -> list[SnapshotInfo]:
-        """The stored snapshots, oldest first (size in bytes; seconds is 0)."""
-        db = self._snapshots_db()
-        return self._store.read(
-            lambda txn: [
-                SnapshotInfo(int.from_bytes(k, "big"), len(v), 0.0) for k, v in txn.cursor(db=db)
-            ]
-        )
-
-    def check_snapshot(self, nid: int) -> LedgerState:
-        """Reads one snapshot, checksum and shape; raises DamagedRecord or SnapshotError."""
-        key = nid.to_bytes(8, "big")
-        value = self._store.read(lambda txn: txn.get(key, db=self._snapshots_db()))
-        if value is None:
-            raise snapshots.SnapshotError(f"no snapshot at notification id {nid}")
-        return self._decode_snapshot(key, value)[1]
-
-    def _snapshots_db(self) -> Any:
-        return self._store.db("snapshots")
-
-    def _decode_snapshot(self, key: bytes, value: bytes) -> tuple[int, LedgerState]:
-        try:
-            payload = unframe(key, value)
-        except CodecError as e:
-            raise DamagedRecord(
-                f"damaged snapshot in log {self.path}: notification id "
-                f"{int.from_bytes(key, 'big')}, key {key.hex()}: {e}",
-                database="snapshots",
-                key=key,
-                position=int.from_bytes(key, "big"),
-            ) from e
-        nid, _time_taken, parts = snapshots.decode(payload)
-        return nid, LedgerState.from_parts(parts)
-
-    def _load(self, upto: int | None) -> LedgerState:
-        """The newest readable snapshot at or before ``upto`` (None: the end), plus the
-        replay of the log after it. Damaged snapshots are reported and skipped."""
-        db = self._snapshots_db()
-        limit = None if upto is None else upto.to_bytes(8, "big")
-
-        def newest_first(txn: Any) -> list[bytes]:
-            cursor = txn.cursor(db=db)
-            if not cursor.last():
-                return []
-            return [k for k in cursor.iterprev(keys=True, values=False) if not limit or k <= limit]
-
-        state = None
-        for key in self._store.read(newest_first):
-            value = self._store.read(lambda txn, key=key: txn.get(key, db=db))
-            try:
-                _, state = self._decode_snapshot(key, value)
-                break
-            except (DamagedRecord, snapshots.SnapshotError) as e:
-                self.snapshot_problems.append(str(e))
-                state = None
-        if state is None:
-            state = LedgerState()
-        for nid, event in self.events(state.last_nid + 1, upto):
-            state.apply(nid, event)
-        return state
-
-
-# topic -> (kind, schema version, wire length): from_wire's fast path, inlined in _decode.
-_CURRENT_WIRE: dict[str, tuple[type, int, int]] = {
-    kind.topic: (kind, kind.schema_version, len(kind._fields) + 1) for kind in EVENT_KINDS
-}
-
-
-def _decode(records: Iterable[tuple[int, list]]) -> Iterator[tuple[int, Any]]:
-    """The Ledger's events among stored records (the replay hot path).
-
-    An array of the current schema version becomes its event directly (what from_wire does
-    first, without the call); anything else goes through from_wire (other versions, errors).
-    """
-    unpack = msgpack.unpackb
-    stream = _STREAM_WIRE
-    current = _CURRENT_WIRE
-    new = tuple.__new__
-    for nid, record in records:
-        if record[0] != stream:
-            continue
-        topic = record[2]
-        wire = unpack(record[3])
-        spec = current.get(topic) if type(topic) is str else None
-        if spec is not None and type(wire) is list and len(wire) == spec[2]:
-            version = wire[0]
-            if version == spec[1] and type(version) is int and type(wire[-1]) is dict:
-                yield nid, new(spec[0], wire[1:])
-                continue
-        yield nid, from_wire(topic, wire)
-
-
-def state_digest(state: LedgerState) -> str:
-    """SHA-256 of the state's snapshot encoding: equal states give equal digests."""
-    return hashlib.sha256(snapshots.encode(state.last_nid, 0.0, state.parts())).hexdigest()
 
 
 def _check_text(name: str, value: object) -> None:

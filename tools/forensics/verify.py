@@ -15,7 +15,7 @@ import lmdb
 import msgpack
 
 from engine.events import WireError, from_wire
-from engine.ledger import _STREAM_WIRE, LedgerState
+from engine.ledger_state import STREAM_WIRE, LedgerState
 from engine.store import DamagedRecord, NewerLog
 from projections import snapshots
 from tools.readonly import ReadOnlyLedger
@@ -119,7 +119,7 @@ def verify(ledger: ReadOnlyLedger, upto: int | None = None) -> Report:
                     Problem("records", nid, "notifications", key.hex(), _what_failed(e))
                 )
                 continue
-            if record[0] != _STREAM_WIRE:
+            if record[0] != STREAM_WIRE:
                 continue
             try:
                 event = from_wire(record[2], msgpack.unpackb(record[3]))

@@ -1,0 +1,190 @@
+"""Reading a Ledger's log: events, times, snapshots, and states folded from them.
+
+Shared by the Ledger (which also writes) and the read-only Ledger of the forensic commands
+(which must leave the log exactly as it found it), so that both answer every question the
+same way. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import msgpack
+
+from engine.codec import CodecError, unframe
+from engine.events import from_wire
+from engine.ledger_state import STREAM_WIRE, LedgerState, SnapshotInfo, decode_records
+from engine.store import DamagedRecord, LMDBApplicationRecorder, LMDBDatastore
+from projections import snapshots
+from projections.drift_view import Views
+
+SNAPSHOTS_DB = "snapshots"
+
+
+class StoredSnapshot(NamedTuple):
+    """A snapshot as stored: the notification id it covers, its size and its time."""
+
+    nid: int
+    size: int
+    time: float | None  # None when the snapshot cannot be read
+
+
+def snapshot_key(nid: int) -> bytes:
+    return nid.to_bytes(8, "big")
+
+
+class LogReader:
+    """The read side of one log folder."""
+
+    def __init__(self, datastore: LMDBDatastore) -> None:
+        self._store = datastore
+        self._recorder = LMDBApplicationRecorder(datastore)
+        # Damaged or unreadable snapshots met while loading a state: reported, skipped.
+        self.snapshot_problems: list[str] = []
+
+    @property
+    def path(self) -> str:
+        return self._store.path
+
+    @property
+    def datastore(self) -> LMDBDatastore:
+        return self._store
+
+    @property
+    def recorder(self) -> LMDBApplicationRecorder:
+        return self._recorder
+
+    # -- events ----------------------------------------------------------------------------
+    def events(self, first: int = 1, last: int | None = None) -> Iterator[tuple[int, Any]]:
+        """(notification id, event) pairs of the Ledger's stream, in order."""
+        return decode_records(self._recorder.scan(first, last))
+
+    def event_at(self, nid: int) -> Any | None:
+        """The Ledger event with notification id ``nid``, or None."""
+        for _, event in self.events(nid, nid):
+            return event
+        return None
+
+    def max_id(self) -> int:
+        """The highest notification id in the log (0 if it is empty)."""
+        return self._recorder.max_notification_id() or 0
+
+    def id_at(self, timestamp: float) -> int:
+        """The last notification id whose event time is at or before ``timestamp`` (0 if
+        none). Event times are the callers'; this assumes they do not go backwards."""
+        low, high = 0, self.max_id()
+        while low < high:  # invariant: events up to `low` are at or before timestamp
+            middle = (low + high + 1) // 2
+            if self._event_time(middle) <= timestamp:
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
+    def _event_time(self, nid: int) -> float:
+        for _, record in self._recorder.scan(nid, nid):
+            if record[0] == STREAM_WIRE:
+                return from_wire(record[2], msgpack.unpackb(record[3])).time
+        return float("-inf")  # another application's event: no time of ours
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def _snapshots_db(self) -> Any | None:
+        # A read-only environment cannot create the database: a log never snapshotted has
+        # none, which simply means "no snapshots".
+        if self._store.readonly:
+            return self._store.dbs.get(SNAPSHOTS_DB)
+        return self._store.db(SNAPSHOTS_DB)
+
+    def _snapshot_keys(self, upto: int | None = None) -> list[bytes]:
+        """Keys of the stored snapshots at or before ``upto``, newest first."""
+        db = self._snapshots_db()
+        if db is None:
+            return []
+        limit = None if upto is None else snapshot_key(upto)
+
+        def newest_first(txn: Any) -> list[bytes]:
+            cursor = txn.cursor(db=db)
+            if not cursor.last():
+                return []
+            keys = cursor.iterprev(keys=True, values=False)
+            return [k for k in keys if limit is None or k <= limit]
+
+        return self._store.read(newest_first)
+
+    def _snapshot_value(self, key: bytes) -> bytes | None:
+        db = self._snapshots_db()
+        return None if db is None else self._store.read(lambda txn: txn.get(key, db=db))
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        """The stored snapshots, oldest first (size in bytes; seconds is 0)."""
+        out = []
+        for key in reversed(self._snapshot_keys()):
+            value = self._snapshot_value(key) or b""
+            out.append(SnapshotInfo(int.from_bytes(key, "big"), len(value), 0.0))
+        return out
+
+    def stored_snapshots(self) -> list[StoredSnapshot]:
+        """The stored snapshots, oldest first, with the time each was taken."""
+        out = []
+        for key in reversed(self._snapshot_keys()):
+            value = self._snapshot_value(key) or b""
+            try:
+                _, taken, _ = snapshots.decode(unframe(key, value))
+            except (CodecError, snapshots.SnapshotError):
+                taken = None
+            out.append(StoredSnapshot(int.from_bytes(key, "big"), len(value), taken))
+        return out
+
+    def check_snapshot(self, nid: int) -> LedgerState:
+        """Reads one snapshot, checksum and shape; raises DamagedRecord or SnapshotError."""
+        key = snapshot_key(nid)
+        value = self._snapshot_value(key)
+        if value is None:
+            raise snapshots.SnapshotError(f"no snapshot at notification id {nid}")
+        return self._decode_snapshot(key, value)
+
+    def _decode_snapshot(self, key: bytes, value: bytes) -> LedgerState:
+        position = int.from_bytes(key, "big")
+        try:
+            payload = unframe(key, value)
+        except CodecError as e:
+            raise DamagedRecord(
+                f"damaged snapshot in log {self.path}: notification id {position}, "
+                f"key {key.hex()}: {e}",
+                database=SNAPSHOTS_DB,
+                key=key,
+                position=position,
+            ) from e
+        _, _, parts = snapshots.decode(payload)
+        return LedgerState.from_parts(parts)
+
+    # -- states ------------------------------------------------------------------------------
+    def load(self, upto: int | None = None) -> LedgerState:
+        """The state right after ``upto`` (None: the end of the log): the newest readable
+        snapshot at or before it, plus a replay of the events between. Damaged snapshots
+        are reported in ``snapshot_problems`` and skipped, never trusted."""
+        state = None
+        for key in self._snapshot_keys(upto):
+            value = self._snapshot_value(key)
+            if value is None:
+                continue
+            try:
+                state = self._decode_snapshot(key, value)
+                break
+            except (DamagedRecord, snapshots.SnapshotError) as e:
+                self.snapshot_problems.append(str(e))
+        if state is None:
+            state = LedgerState()
+        for nid, event in self.events(state.last_nid + 1, upto):
+            state.apply(nid, event)
+        return state
+
+    def state_as_of(self, notification_id: int) -> LedgerState:
+        """The state right after ``notification_id`` (a fresh copy: nothing live is
+        touched, and appends are not blocked)."""
+        return self.load(notification_id)
+
+    def views_as_of(self, notification_id: int) -> Views:
+        """The views as they were right after ``notification_id``."""
+        return self.load(notification_id).views
