@@ -93,6 +93,8 @@ class MsgpackTranscoder(JSONTranscoder):
             return msgpack.unpackb(data, ext_hook=self._ext_hook, raw=False, strict_map_key=False)
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
             raise CodecError(f"not a msgpack-encoded event: {e}") from e
+        except TypeError as e:  # an extension whose payload has the wrong shape
+            raise CodecError(f"not a msgpack-encoded event: {e}") from e
 
     def _default(self, obj: Any) -> Any:
         # Nested values are packed with packb, not self._packer: a Packer is not
@@ -116,8 +118,12 @@ class MsgpackTranscoder(JSONTranscoder):
     def _ext_hook(self, code: int, data: bytes) -> Any:
         inner = msgpack.unpackb(data, ext_hook=self._ext_hook, raw=False, strict_map_key=False)
         if code == _EXT_TUPLE:
+            if type(inner) is not list:
+                raise CodecError(f"tuple extension holds a {type(inner).__name__}, not an array")
             return tuple(inner)
         if code == _EXT_CUSTOM:
+            if type(inner) is not list or len(inner) != 2:
+                raise CodecError("custom extension is not a [name, data] pair")
             name, payload = inner
             transcoding = self.names.get(name)
             if transcoding is None:

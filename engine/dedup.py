@@ -39,7 +39,9 @@ class LastUuids(Mapping[str, str]):
         if len(data) != 2:
             raise SnapshotError(f"dedup part has {len(data)} items, not 2")
         slots, other = data
-        if type(slots) is not bytes or len(slots) != len(index) * WIDTH:
+        if type(slots) is not bytes:
+            raise SnapshotError(f"dedup slots are a {type(slots).__name__}, not bytes")
+        if len(slots) != len(index) * WIDTH:
             raise SnapshotError(f"dedup slots of {len(slots)} bytes for {len(index)} tasks")
         if not isinstance(other, dict):
             raise SnapshotError("dedup extras are not a map")
@@ -109,6 +111,14 @@ def encode(memory: LastUuids | dict[str, str]) -> Any:
 def decode(data: Any) -> Any:
     """The snapshot part "dedup", as LastUuids(index, data) takes it (a list, or a plain
     {task: uuid} map from snapshots of format 1)."""
-    if not isinstance(data, list | dict):
+    if isinstance(data, dict):
+        if not all(type(k) is str for k in data):
+            raise SnapshotError("dedup map has a task id that is not text")
+        return data
+    if not isinstance(data, list):
         raise SnapshotError(f"dedup part is a {type(data).__name__}")
+    if len(data) != 2 or type(data[0]) is not bytes or not isinstance(data[1], dict):
+        raise SnapshotError("dedup part is not [slots as bytes, extras as a map]")
+    if not all(type(k) is str for k in data[1]):
+        raise SnapshotError("dedup extras have a task id that is not text")
     return data

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+import msgpack
+
 from engine.mesos_states import BY_NAME as _MESOS_STATES
 from engine.mesos_states import UnknownTaskState
 
@@ -544,14 +546,38 @@ def _id_value(status: Mapping[str, Any], field: str) -> str | None:
     value = wrapped.get("value") if isinstance(wrapped, dict) else None
     if type(value) is not str:
         raise InvalidStatusField(field, wrapped, 'must be {"value": <text>}')
+    if not value.isascii():
+        _check_unicode(field, value)
     return value
 
 
 def _optional_text(status: Mapping[str, Any], field: str) -> str | None:
     value = status.get(field)
-    if value is not None and not isinstance(value, str):
-        raise InvalidStatusField(field, value, "must be text")
+    if value is not None:
+        if not isinstance(value, str):
+            raise InvalidStatusField(field, value, "must be text")
+        if not value.isascii():
+            _check_unicode(field, value)
     return value
+
+
+def _check_unicode(field: str, value: str) -> None:
+    # JSON's "\ud800" escape decodes to a lone surrogate, which UTF-8 (and so msgpack)
+    # cannot encode: refused here, by name, instead of failing inside the append.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidStatusField(field, value, f"is not valid Unicode ({e.reason})") from None
+
+
+def _check_storable(field: str, value: object) -> None:
+    """Refuses a value the log cannot store and read back: an int outside 64 bits, a lone
+    surrogate, a map key that is not text (the log reads maps with text keys only, so such
+    an update would be written and then make the log unreadable), a set, an object."""
+    try:
+        msgpack.unpackb(msgpack.packb(value))
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidStatusField(field, value, f"cannot be stored in the log ({e})") from None
 
 
 def status_from_mesos(
@@ -599,9 +625,21 @@ def status_from_mesos(
         if not isinstance(inner, list) or not labels.keys() <= {"labels"}:
             raise InvalidStatusField("labels", labels, 'must be {"labels": [...]}')
         labels = inner
+        if labels:
+            _check_storable("labels", labels)
     extra = EMPTY
     if not status.keys() <= _KNOWN_STATUS_FIELDS:
         extra = {k: v for k, v in status.items() if k not in _KNOWN_STATUS_FIELDS}
+        try:
+            _check_storable("<extra>", extra)
+        except InvalidStatusField:
+            for key, value in extra.items():  # name the field at fault
+                if type(key) is not str:
+                    raise InvalidStatusField(
+                        repr(key), value, "has a name that is not text"
+                    ) from None
+                _check_storable(key, value)
+            raise
     return StatusUpdateReceived(
         time,
         causation,

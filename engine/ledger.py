@@ -113,10 +113,13 @@ class Ledger(LogReader):
         datastore = LMDBDatastore.open(
             path, map_size=map_size, max_map_size=max_map_size, durable=durable
         )
+        lock_fd = None
         try:
             lock_fd = _lock(datastore.path)
             return cls(datastore, clock=clock, lock_fd=lock_fd)
         except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)  # releases the flock: a later open must not find it held
             datastore.close()
             raise
 

@@ -19,8 +19,9 @@ import msgpack
 from engine import dedup, saga_snapshot
 from engine import saga as _saga
 from engine.dedup import LastUuids
-from engine.events import EVENT_KINDS, StatusUpdateReceived, from_wire
+from engine.events import EVENT_KINDS, StatusUpdateReceived, WireError, from_wire
 from engine.saga import SagaState
+from engine.store import DamagedRecord
 from projections import snapshots
 from projections.drift_view import Views
 
@@ -84,8 +85,8 @@ class LedgerState:
 
     @classmethod
     def from_parts(cls, parts: dict[str, Any]) -> LedgerState:
-        if "saga" not in parts:  # written before the saga existed: replay instead
-            raise snapshots.SnapshotError("snapshot has no 'saga' part (older build)")
+        if not {"views", "dedup", "saga"} <= parts.keys():  # an older build's: replay instead
+            raise snapshots.SnapshotError(f"snapshot has only the parts {sorted(parts)}")
         return cls(parts["views"], parts["dedup"], parts["saga"])
 
 
@@ -120,11 +121,31 @@ def decode_records(records: Iterable[tuple[int, list]]) -> Iterator[tuple[int, A
         if record[0] != stream:
             continue
         topic = record[2]
-        wire = unpack(record[3])
+        try:
+            wire = unpack(record[3])
+        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as e:
+            raise UnreadableEvent(nid, topic, f"its state is not msgpack ({e})") from e
         spec = current.get(topic) if type(topic) is str else None
         if spec is not None and type(wire) is list and len(wire) == spec[2]:
             version = wire[0]
             if version == spec[1] and type(version) is int and type(wire[-1]) is dict:
                 yield nid, new(spec[0], wire[1:])
                 continue
-        yield nid, from_wire(topic, wire)
+        try:
+            yield nid, from_wire(topic, wire)
+        except WireError as e:
+            raise UnreadableEvent(nid, topic, e.problem) from e
+
+
+class UnreadableEvent(DamagedRecord):
+    """A record of the Ledger's stream that passed its checksum but holds no readable event
+    (written by something else, or by a broken build): as unusable as a damaged record, and
+    named the same way, by its notification id."""
+
+    def __init__(self, nid: int, topic: object, problem: str) -> None:
+        super().__init__(
+            f"damaged record: notification id {nid}: event {topic!r} cannot be read: {problem}",
+            database="notifications",
+            key=nid.to_bytes(8, "big"),
+            position=nid,
+        )

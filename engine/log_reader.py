@@ -14,7 +14,12 @@ import msgpack
 
 from engine.codec import CodecError, unframe
 from engine.events import from_wire
-from engine.ledger_state import STREAM_WIRE, LedgerState, SnapshotInfo, decode_records
+from engine.ledger_state import (
+    STREAM_WIRE,
+    LedgerState,
+    SnapshotInfo,
+    decode_records,
+)
 from engine.store import DamagedRecord, LMDBApplicationRecorder, LMDBDatastore
 from projections import snapshots
 from projections.drift_view import Views
@@ -164,18 +169,29 @@ class LogReader:
         """The state right after ``upto`` (None: the end of the log): the newest readable
         snapshot at or before it, plus a replay of the events between. Damaged snapshots
         are reported in ``snapshot_problems`` and skipped, never trusted."""
-        state = None
         for key in self._snapshot_keys(upto):
             value = self._snapshot_value(key)
             if value is None:
                 continue
             try:
                 state = self._decode_snapshot(key, value)
-                break
             except (DamagedRecord, snapshots.SnapshotError) as e:
                 self.snapshot_problems.append(str(e))
-        if state is None:
-            state = LedgerState()
+                continue
+            try:
+                return self._replay_onto(state, upto)
+            except DamagedRecord:
+                raise  # the log itself is damaged (or unreadable): no snapshot helps
+            except Exception as e:
+                # The snapshot read back but the state it holds is not one replay can go
+                # on from (a field of the wrong type): as untrustworthy as a damaged one.
+                self.snapshot_problems.append(
+                    f"snapshot at notification id {int.from_bytes(key, 'big')} in log "
+                    f"{self.path} does not hold a usable state: {e!r}"
+                )
+        return self._replay_onto(LedgerState(), upto)
+
+    def _replay_onto(self, state: LedgerState, upto: int | None) -> LedgerState:
         for nid, event in self.events(state.last_nid + 1, upto):
             state.apply(nid, event)
         return state

@@ -391,18 +391,31 @@ class LMDBDatastore:
     def decode(self, database: str, key: bytes, value: bytes, position: int | None) -> list:
         """Checks and unpacks one stored record, naming it in any error."""
         try:
-            return msgpack.unpackb(unframe(key, value), raw=False, use_list=True)
+            record = msgpack.unpackb(unframe(key, value), raw=False, use_list=True)
         except NewerFormat as e:
             raise NewerLog(f"log {self.path}: {database} record {key.hex()}: {e}") from e
         except (ChecksumMismatch, ValueError, msgpack.ExtraData, msgpack.FormatError) as e:
-            where = f"notification id {position}, " if position is not None else ""
-            raise DamagedRecord(
-                f"damaged record in log {self.path}: {where}database {database!r}, "
-                f"key {key.hex()}: {e}",
-                database=database,
-                key=key,
-                position=position,
-            ) from e
+            raise self.damaged(database, key, position, str(e)) from e
+        # A well-framed record of another shape was not written by this store: as unusable
+        # as a damaged one, and named the same way rather than failing later as a TypeError.
+        if type(record) is not list or len(record) != 4 or type(record[3]) is not bytes:
+            raise self.damaged(
+                database, key, position, "not an [originator, version, topic, state] record"
+            )
+        return record
+
+    def damaged(
+        self, database: str, key: bytes, position: int | None, problem: str
+    ) -> DamagedRecord:
+        """The error for an unusable record, naming where it is."""
+        where = f"notification id {position}, " if position is not None else ""
+        return DamagedRecord(
+            f"damaged record in log {self.path}: {where}database {database!r}, "
+            f"key {key.hex()}: {problem}",
+            database=database,
+            key=key,
+            position=position,
+        )
 
     # -- writing: group commit ---------------------------------------------------------
     def append(self, stored_events: Sequence[StoredEvent], context: Any = None) -> list[int]:
@@ -712,12 +725,29 @@ def _fail_all(requests: list[_Request], error: BaseException) -> None:
 
 def _translate_write_error(path: str, error: lmdb.Error) -> PersistenceError:
     text = str(error)
-    if "No space left" in text or getattr(error, "errno", None) == errno.ENOSPC:
+    code = getattr(error, "errno", None)
+    # LMDB flushes pages with pwrite and reports a short write as EIO, so a full disk
+    # often arrives as "Input/output error": ask the file system before blaming the disk.
+    full = "No space left" in text or code == errno.ENOSPC
+    if not full and (code == errno.EIO or "Input/output error" in text):
+        full = _free_bytes(path) < _LOW_SPACE
+    if full:
         return LogFull(
             f"disk full writing log {path}: nothing of this batch was written; committed "
             "events are intact; free space and retry"
         )
     return OperationalError(f"cannot write log {path}: {text}")
+
+
+_LOW_SPACE = 1 << 20  # less than this free on the log's file system counts as full
+
+
+def _free_bytes(path: str) -> int:
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return 1 << 62  # cannot tell: do not claim the disk is full
+    return stat.f_bavail * stat.f_frsize
 
 
 def _check_path(path: str, *, readonly: bool) -> str:

@@ -369,7 +369,11 @@ class _Disagreements(Mapping[str, tuple[Cell, int]]):
         return task_id in self._view._disagree
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._view._disagree)
+        # In row order (the order tasks first appeared in the log), not the set's order,
+        # which depends on PYTHONHASHSEED: the saga decides in this order, and the same
+        # log must make the same decisions in any process.
+        view = self._view
+        return iter(sorted(view._disagree, key=view.index.rows.__getitem__))
 
     def __len__(self) -> int:
         return len(self._view._disagree)

@@ -102,6 +102,24 @@ def decode_views(data: dict[str, Any]) -> Views:
         raise SnapshotError(f"views do not have the snapshot's shape: {e!r}") from e
 
 
+def _count(value: Any, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise SnapshotError(f"{what} is not a count: {value!r}")
+    return value
+
+
+def _text(value: Any, what: str) -> str | None:
+    if value is not None and type(value) is not str:
+        raise SnapshotError(f"{what} is not text: {value!r}")
+    return value
+
+
+def _flag(value: Any, what: str) -> bool:
+    if type(value) is not bool:
+        raise SnapshotError(f"{what} is not true or false: {value!r}")
+    return value
+
+
 def _remap(stored: list[Any], ours: dict[Any, int], what: str) -> bytes | None:
     """A bytes.translate table from stored codes to ours; None if they are the same."""
     if len(stored) > 256:
@@ -190,8 +208,8 @@ def _decode_views(data: dict[str, Any]) -> Views:
     for task_id, *report in s["illegal"]:
         report[-1] = _effects(report[-1])
         scheduler.illegal[task_id] = IllegalReport(*report)
-    scheduler.illegal_count = s["illegal_count"]
-    scheduler.last_nid = s["last_nid"]
+    scheduler.illegal_count = _count(s["illegal_count"], "illegal_count")
+    scheduler.last_nid = _count(s["last_nid"], "scheduler last_nid")
 
     mesos_states = _remap(m["states"], _mesos.STATE_CODE, "Mesos state")
     mesos = MesosView(
@@ -213,10 +231,10 @@ def _decode_views(data: dict[str, Any]) -> Views:
         if not 0 <= row < count:
             raise SnapshotError(f"stale count for row {row} of {count}")
         mesos._stale[row] = (stale, stale_nid)
-    mesos.framework_id = m["framework_id"]
-    mesos.master_id = m["master_id"]
-    mesos.connected = m["connected"]
-    mesos.last_nid = m["last_nid"]
+    mesos.framework_id = _text(m["framework_id"], "framework_id")
+    mesos.master_id = _text(m["master_id"], "master_id")
+    mesos.connected = _flag(m["connected"], "connected")
+    mesos.last_nid = _count(m["last_nid"], "mesos last_nid")
 
     cells = [None if c is None else _CELLS[tuple(c)] for c in d["cells"]]
     cells_table = _remap(cells, _drift.CELL_CODE, "drift cell")
@@ -231,7 +249,7 @@ def _decode_views(data: dict[str, Any]) -> Views:
             {"cell": (len(_drift.CELLS), cells_table)},
         ),
     )
-    drift.last_nid = d["last_nid"]
+    drift.last_nid = _count(d["last_nid"], "drift last_nid")
     return Views(scheduler, mesos, drift)
 
 
@@ -253,21 +271,21 @@ def _decode_views_v1(data: dict[str, Any]) -> Views:
     for task_id, *report in s["illegal"]:
         report[-1] = _effects(report[-1])
         scheduler.illegal[task_id] = IllegalReport(*report)
-    scheduler.illegal_count = s["illegal_count"]
-    scheduler.last_nid = s["last_nid"]
+    scheduler.illegal_count = _count(s["illegal_count"], "illegal_count")
+    scheduler.last_nid = _count(s["last_nid"], "scheduler last_nid")
 
     mesos: MesosView = views.mesos
     for row in m["tasks"]:
         mesos.put(row[0], MesosTask(*row[1:]))
-    mesos.framework_id = m["framework_id"]
-    mesos.master_id = m["master_id"]
-    mesos.connected = m["connected"]
-    mesos.last_nid = m["last_nid"]
+    mesos.framework_id = _text(m["framework_id"], "framework_id")
+    mesos.master_id = _text(m["master_id"], "master_id")
+    mesos.connected = _flag(m["connected"], "connected")
+    mesos.last_nid = _count(m["last_nid"], "mesos last_nid")
 
     drift = views.drift
     for task_id, row, column, since in d["cells"]:
         drift.put(task_id, _CELLS[row, column], since)
-    drift.last_nid = d["last_nid"]
+    drift.last_nid = _count(d["last_nid"], "drift last_nid")
     return views
 
 
@@ -297,13 +315,33 @@ def decode(payload: bytes) -> tuple[int, float, dict[str, Any]]:
         raise SnapshotError(f"not a snapshot: {e}") from e
     if not isinstance(data, dict) or "format" not in data:
         raise SnapshotError("not a snapshot: no format field")
-    if data["format"] > SNAPSHOT_FORMAT:
+    # A snapshot is only a cache of the log: anything of the wrong shape in it, even under a
+    # good checksum, is refused with a SnapshotError (the reader skips it and replays).
+    try:
+        return _decode_snapshot(data)
+    except SnapshotError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise SnapshotError(f"snapshot does not have the snapshot's shape: {e!r}") from e
+
+
+def _decode_snapshot(data: dict[str, Any]) -> tuple[int, float, dict[str, Any]]:
+    fmt, nid, taken, body = data["format"], data["nid"], data["time"], data["parts"]
+    if type(fmt) is not int or fmt < 1:
+        raise SnapshotError(f"snapshot format is not a version number: {fmt!r}")
+    if fmt > SNAPSHOT_FORMAT:
         raise SnapshotError(
-            f"snapshot format {data['format']} is newer than this build reads ({SNAPSHOT_FORMAT})"
+            f"snapshot format {fmt} is newer than this build reads ({SNAPSHOT_FORMAT})"
         )
+    if type(nid) is not int or nid < 0:
+        raise SnapshotError(f"snapshot nid is not a notification id: {nid!r}")
+    if type(taken) not in (int, float):
+        raise SnapshotError(f"snapshot time is not a number: {taken!r}")
+    if not isinstance(body, dict):
+        raise SnapshotError(f"snapshot parts are a {type(body).__name__}, not a map")
     parts = {}
-    for name, body in data["parts"].items():
+    for name, part in body.items():
         if name not in PARTS:
             raise SnapshotError(f"snapshot has a part this build cannot read: {name!r}")
-        parts[name] = PARTS[name][1](body)
-    return data["nid"], data["time"], parts
+        parts[name] = PARTS[name][1](part)
+    return nid, float(taken), parts

@@ -319,6 +319,42 @@ def test_failover_forgets_tasks_until_the_agent_reregisters():
     assert h.cluster.master_tasks[(h.fid, "t")].state == "TASK_RUNNING"
 
 
+def test_an_unreachable_agent_healed_while_the_master_is_down_reregisters():
+    """Found by `taskledger simulate --seed 39`: an agent partitioned (marked unreachable),
+    then a failover, then the partition heals while the master is down. The agent must
+    re-register with the new master, not stay UNREACHABLE forever with its link up."""
+    h = Harness()
+    assert h.launch("t", 1)
+    h.advance(2.0)
+    h.inject({"kind": "agent_partition", "agent_id": 1})
+    assert h.cluster.agents[h.agents[1]].status == UNREACHABLE
+    h.inject({"kind": "master_failover", "down_for": 20, "reregister_after": 5})
+    h.advance(10.0)
+    h.inject({"kind": "agent_heal", "agent_id": 1})  # the master is still down
+    h.advance(20.0)
+    assert h.cluster.agents[h.agents[1]].status == REGISTERED
+    assert h.cluster.master_tasks[(h.fid, "t")].state == "TASK_RUNNING"
+
+
+def test_an_agent_back_after_the_reregistration_timeout_still_reregisters():
+    h = Harness()
+    assert h.launch("t", 0)
+    h.advance(2.0)
+    h.inject(
+        {
+            "kind": "master_failover",
+            "down_for": 1,
+            "reregister_after": 30,
+            "agent_reregister_timeout": 10,
+        }
+    )
+    h.advance(15.0)
+    assert h.cluster.agents[h.agents[0]].status == UNREACHABLE
+    h.advance(20.0)
+    assert h.cluster.agents[h.agents[0]].status == REGISTERED
+    assert h.cluster.master_tasks[(h.fid, "t")].state == "TASK_RUNNING"
+
+
 def test_faults_are_validated_with_precise_messages():
     with pytest.raises(InvalidFault, match="unknown fault kind 'explode'"):
         parse_fault({"kind": "explode"})
@@ -326,3 +362,24 @@ def test_faults_are_validated_with_precise_messages():
         parse_fault({"kind": "agent_remove"})
     with pytest.raises(InvalidFault, match="no agent 7"):
         Harness().inject({"kind": "agent_remove", "agent_id": 7})
+
+
+def test_a_held_update_never_overtakes_the_same_tasks_next_one():
+    """reorder_updates reorders across tasks only. A re-send of a task's update can be held
+    while the acknowledgement of the original crosses it; the task's next update must then not
+    go out before the held one (Mesos keeps a task's updates in order), or the scheduler would
+    see STARTING after RUNNING."""
+    h = Harness(seed=1)
+    h.advance(1.0)
+    assert h.launch("a", 0)
+    h.advance(0.6)  # STARTING sent, not acknowledged; RUNNING queued behind it
+    starting = h.updates("a")[-1]
+    assert starting["state"] == "TASK_STARTING"
+    h.inject({"kind": "reorder_updates", "task_id": "a", "count": 1, "hold": 30})
+    h.advance(10.0)  # the re-send of STARTING is held
+    h.ack(starting)  # the original's acknowledgement: RUNNING goes out
+    h.advance(40.0)
+    states = [u["state"] for u in h.updates("a")]
+    assert states.index("TASK_RUNNING") > max(
+        i for i, s in enumerate(states) if s == "TASK_STARTING"
+    ), states

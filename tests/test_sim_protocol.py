@@ -127,6 +127,32 @@ def test_heartbeats_arrive_every_interval(session):
 def test_not_post_is_405(sim):
     status, _ = call(sim.address, None, method="GET", content_type=None)
     assert status == 405
+    for method in ("PUT", "DELETE", "PATCH"):
+        status, text = call(sim.address, {"type": "REVIVE"}, method=method)
+        assert status == 405 and method in text, (method, status, text)
+
+
+def test_subscribe_errors_are_answered_before_any_stream(sim):
+    body = subscribe_body(PA_FRAMEWORK)
+    assert call(sim.address, body, content_type="text/plain")[0] == 415
+    assert call(sim.address, body, content_type=None)[0] == 415
+    assert call(sim.address, b"")[0] == 400
+    assert call(sim.address, b'{"type": "SUBSCRIBE", ')[0] == 400
+    # A media type with parameters is still JSON.
+    stream = EventStream(sim.address, body)
+    try:
+        assert stream.status == 200
+        fid = stream.next(skip=())["subscribed"]["framework_id"]
+        revive = {"type": "REVIVE", "framework_id": fid}
+        status, _ = call(
+            sim.address,
+            revive,
+            stream_id=stream.stream_id,
+            content_type="application/json; charset=utf-8",
+        )
+        assert status == 202
+    finally:
+        stream.close()
 
 
 def test_bad_content_type_is_415(sim, session):
@@ -230,6 +256,13 @@ def test_teardown_kills_every_task_and_removes_the_framework(sim, session):
     session.run_task("t1", agent)
     assert session.post("TEARDOWN") == 202
     assert session.stream.ended.wait(2)
+    # A removed framework is no framework at all: 400, not 403.
+    status, text = call(
+        sim.address,
+        {"type": "REVIVE", "framework_id": {"value": session.framework_id}},
+        stream_id=session.stream_id,
+    )
+    assert status == 400 and "cannot be found" in text
     wait_until(lambda: task_view(sim.address, "t1") is None, what="task gone")
     fw = state(sim.address)["frameworks"][0]
     assert fw["removed"] and not fw["connected"]
@@ -458,6 +491,13 @@ def test_master_failover_refuses_connections_then_remembers_agents_not_tasks(sim
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", sim.port), timeout=1).close()
     wait_until(lambda: _version_ok(sim.address), what="master back")
+    # The new master knows the framework (from the registry) but it has not subscribed yet.
+    status, text = call(
+        sim.address,
+        {"type": "REVIVE", "framework_id": {"value": session.framework_id}},
+        stream_id=session.stream_id,
+    )
+    assert status == 403 and "not subscribed" in text
     snap = state(sim.address)
     assert {a["status"] for a in snap["agents"]} == {"RECOVERED"}
     assert snap["agents"][0]["id"] == a0  # agent ids survive
@@ -617,6 +657,11 @@ def test_failing_and_slow_calls(sim, session):
     assert session.post("SUPPRESS") == 202  # not a REVIVE
     assert session.post("REVIVE") == 503
     assert session.post("REVIVE") == 202
+    # SUBSCRIBE fails with the injected status too, and opens no stream.
+    inject(sim.address, {"kind": "fail_calls", "status": 500, "calls": ["SUBSCRIBE"]})
+    refused = EventStream(sim.address, subscribe_body(PA_FRAMEWORK, session.framework_id))
+    assert refused.status == 500
+    assert session.post("REVIVE") == 202  # the old stream is still the framework's
     inject(sim.address, {"kind": "delay_calls", "seconds": 25})  # 0.5 s real
     start = time.monotonic()
     assert session.post("REVIVE") == 202

@@ -69,6 +69,11 @@ from tools.run_command import run_command  # noqa: E402
 
 cli.add_command(run_command)
 
+# The deterministic whole-system simulation (issue 7).
+from tools.simulate import simulate_command  # noqa: E402
+
+cli.add_command(simulate_command)
+
 # The forensic commands (issue 6): one module each under tools/commands/.
 from tools.commands.drift import drift_command  # noqa: E402
 from tools.commands.history import history_command  # noqa: E402

@@ -10,10 +10,37 @@ saga's commands, serves Prometheus metrics, and shuts down cleanly on SIGTERM or
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
 import click
+
+# A test-only hook (tests/test_crash_loop.py): with this set to N, the process prints
+# "taskledger: test hook: killed before appending <task id> <uuid>" on stderr and SIGKILLs
+# itself right before the Ledger append of the Nth update that carries a uuid, i.e. after
+# receiving an update and before committing it. Never set it in production.
+CRASH_BEFORE_APPEND = "TASKLEDGER_TEST_CRASH_BEFORE_APPEND"
+
+
+def _install_crash_hook(nth: int) -> None:
+    from engine.ledger import Ledger
+
+    original = Ledger.status_update
+    seen = 0
+
+    def status_update(self: Ledger, status: dict, **kwargs: object) -> int | None:
+        nonlocal seen
+        if isinstance(status, dict) and status.get("uuid"):
+            seen += 1
+            if seen == nth:
+                task = (status.get("task_id") or {}).get("value")
+                line = f"taskledger: test hook: killed before appending {task} {status['uuid']}\n"
+                os.write(2, line.encode())
+                os.kill(os.getpid(), signal.SIGKILL)
+        return original(self, status, **kwargs)  # type: ignore[arg-type]
+
+    Ledger.status_update = status_update  # type: ignore[method-assign]
 
 
 def _label(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
@@ -95,6 +122,9 @@ def run_command(
         digest_path=digest_path,
         metrics_port=metrics_port,
     )
+    hook = os.environ.get(CRASH_BEFORE_APPEND)
+    if hook:
+        _install_crash_hook(int(hook))
     runtime = Runtime(config)
 
     def stop(signum: int, frame: object) -> None:

@@ -12,6 +12,7 @@ TaskAssigned is durable.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import threading
 from collections.abc import Callable
@@ -24,6 +25,13 @@ from engine.lifecycle import ScheduleStatus
 from engine.mesos.driver import Driver
 
 log = logging.getLogger("taskledger.scheduler")
+
+# What a call to the master raises when it does not go through: pymesos raises RuntimeError
+# for a non-2xx answer or no connection, the socket layer OSError (refused, reset, timeout)
+# or an HTTPException. In a callback these are the master's weather, not our bug: each is
+# handled where the call is made (the agent re-sends an update we could not acknowledge,
+# offers we could not answer are declined again, a launch that did not leave is reconciled).
+CALL_FAILED = (RuntimeError, OSError, http.client.HTTPException)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class CoreStats:
     rejected: int = 0
     launches: int = 0
     callback_errors: int = 0
+    call_failures: int = 0  # calls from callbacks the master did not take (503, timeout, ...)
     last_error: str | None = None
     heartbeats: int = 0
     last_heartbeat: float | None = None
@@ -75,6 +84,10 @@ class SchedulerCore:
         self.driver: Driver | None = None
         self.stats = CoreStats()
         self.subscribed = False
+        # Offers we failed to answer (ACCEPT or DECLINE raised): the master may still hold
+        # them for us, and would never offer their resources again; declined again until a
+        # DECLINE goes through, they are rescinded, or a new subscription drops them.
+        self.unanswered_offers: set[str] = set()
         self._lock = threading.RLock()
 
     # -- guarded entry points (called from pymesos's IO thread or a simulation) -------------
@@ -103,6 +116,15 @@ class SchedulerCore:
     def offers(self, offers: list[dict[str, Any]]) -> None:
         self._guard("offers", lambda: self._offers(offers))
 
+    def offer_rescinded(self, offer_id: str) -> None:
+        self._guard("rescind", lambda: self.unanswered_offers.discard(offer_id))
+
+    def decline_unanswered(self) -> None:
+        """Declines again the offers whose ACCEPT or DECLINE failed (the runtime calls this
+        every tick; a no-op when there are none)."""
+        if self.unanswered_offers and self.subscribed:
+            self._guard("decline", lambda: self._decline([]))
+
     def update(self, status: dict[str, Any]) -> None:
         self._guard("update", lambda: self._update(status))
 
@@ -119,6 +141,7 @@ class SchedulerCore:
         now = self.clock()
         self.subscribed = True
         self.stats.last_heartbeat = now
+        self.unanswered_offers.clear()  # a new subscription: the master dropped our offers
         if again:
             self.ledger.framework_reregistered(framework_id, master_id, time=now)
         else:
@@ -146,7 +169,12 @@ class SchedulerCore:
         # Only updates that carry a uuid are acknowledged (master-generated ones must not be),
         # and only now that the append has returned: the update is durable.
         if status.get("uuid") and isinstance(status.get("agent_id"), dict) and self.driver:
-            self.driver.acknowledge(status)
+            try:
+                self.driver.acknowledge(status)
+            except CALL_FAILED as e:
+                # The agent re-sends an unacknowledged update: it will be a duplicate (same
+                # uuid, recorded once) and acknowledged then.
+                self._call_failed("ACKNOWLEDGE", e)
 
     def ensure_instances(self) -> list[str]:
         """Creates a task for every instance of the job that never had one (the job's
@@ -176,6 +204,45 @@ class SchedulerCore:
             ]
             self.ledger.append(events)
         return created
+
+    def framework_info(self, *, name: str, user: str, failover_timeout: float) -> dict[str, Any]:
+        """The FrameworkInfo to subscribe with: partition-aware, with TASK_KILLING, and after
+        a restart the framework id kept in the log (the master then keeps our tasks)."""
+        framework: dict[str, Any] = {
+            "user": user,
+            "name": name,
+            "failover_timeout": failover_timeout,
+            "capabilities": [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"}],
+        }
+        framework_id = self.ledger.mesos_view.framework_id
+        if framework_id:
+            framework["id"] = {"value": framework_id}
+        return framework
+
+    def send_command(self, command: Any) -> None:
+        """Carries one pending remote command (engine/outbox.py) to Mesos through the driver;
+        the dispatcher's `send`. Raises if it could not be sent (it stays pending)."""
+        driver = self.driver
+        if driver is None:
+            raise ConnectionError(f"no driver: {command.kind} not sent")
+        if command.kind == "KILL":
+            driver.kill(command.task_id, command.agent_id)
+        elif command.kind == "RECONCILE":
+            # () is implicit. Each task goes with its agent: the master's answer for a task
+            # it does not hold depends on the agent named (GONE, UNREACHABLE or silence).
+            tasks = list(command.tasks or ())
+            agents = list(command.agents or ()) or [self.agent_of(t) for t in tasks]
+            driver.reconcile(list(zip(tasks, agents, strict=True)))
+        else:
+            raise ValueError(f"not a remote command: {command.kind}")
+
+    def agent_of(self, task_id: str) -> str | None:
+        """The agent a task is on, as far as the log knows (Mesos's word first)."""
+        mesos = self.ledger.mesos_view.record(task_id)
+        if mesos is not None and mesos.agent_id:
+            return mesos.agent_id
+        scheduler = self.ledger.scheduler_view.record(task_id)
+        return None if scheduler is None else scheduler.agent_id
 
     def pending_tasks(self) -> list[str]:
         if self.job is None:
@@ -214,10 +281,36 @@ class SchedulerCore:
             # Durable before the launch leaves: a crash after this line leaves ASSIGNED
             # tasks that reconciliation resolves, never a task Mesos runs that we forgot.
             self.ledger.append([TaskAssigned(now, None, t, agent_id) for t in chosen])
-            self.driver.launch(offer_id, [self._task_info(t, agent_id) for t in chosen])
-            self.stats.launches += len(chosen)
-        if declined:
-            self.driver.decline(declined, self.refuse_seconds)
+            try:
+                self.driver.launch(offer_id, [self._task_info(t, agent_id) for t in chosen])
+            except CALL_FAILED as e:
+                # Maybe launched, maybe not: the tasks stay ASSIGNED and the saga's transient
+                # timeout asks Mesos about them (then replaces them if Mesos never heard).
+                self._call_failed("ACCEPT", e)
+                self.unanswered_offers.add(offer_id)
+            else:
+                self.stats.launches += len(chosen)
+        self._decline(declined)
+
+    def _decline(self, offer_ids: list[str]) -> None:
+        assert self.driver is not None
+        retry = sorted(self.unanswered_offers - set(offer_ids))
+        batch = offer_ids + retry
+        if not batch:
+            return
+        try:
+            self.driver.decline(batch, self.refuse_seconds)
+        except CALL_FAILED as e:
+            self._call_failed("DECLINE", e)
+            self.unanswered_offers.update(batch)
+        else:
+            # Declining an offer the master no longer holds is harmless (it is ignored).
+            self.unanswered_offers.difference_update(batch)
+
+    def _call_failed(self, call: str, error: BaseException) -> None:
+        self.stats.call_failures += 1
+        self.stats.last_error = f"{call} failed: {error!r}"[:500]
+        log.warning("%s did not go through: %r", call, error)
 
     def _task_info(self, task_id: str, agent_id: str) -> dict[str, Any]:
         assert self.job is not None

@@ -85,18 +85,12 @@ class Runtime:
 
     # -- driver supervision ------------------------------------------------------------------
     def _framework(self) -> dict[str, Any]:
-        assert self.ledger is not None
-        framework: dict[str, Any] = {
-            "user": self.config.user,
-            "name": self.config.framework_name,
-            "failover_timeout": self.config.failover_timeout,
-            "capabilities": [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"}],
-        }
-        framework_id = self.ledger.mesos_view.framework_id
-        if framework_id:
-            # The same framework after a restart: the master keeps our tasks for us.
-            framework["id"] = {"value": framework_id}
-        return framework
+        assert self.core is not None
+        return self.core.framework_info(
+            name=self.config.framework_name,
+            user=self.config.user,
+            failover_timeout=self.config.failover_timeout,
+        )
 
     def _start_driver(self) -> None:
         from engine.mesos.scheduler import make_driver
@@ -143,26 +137,8 @@ class Runtime:
     # -- commands ------------------------------------------------------------------------------
     def _send(self, command: Any) -> None:
         """Carries one pending command to Mesos (raises if it could not be sent)."""
-        assert self.core is not None and self.core.driver is not None and self.ledger is not None
-        driver = self.core.driver
-        if command.kind == "KILL":
-            driver.kill(command.task_id, command.agent_id)
-        elif command.kind == "RECONCILE":
-            # () is implicit. Each task goes with its agent: the master's answer for a task
-            # it does not hold depends on the agent named (GONE, UNREACHABLE or silence).
-            tasks = list(command.tasks or ())
-            agents = list(command.agents or ()) or [self._agent_of(t) for t in tasks]
-            driver.reconcile(list(zip(tasks, agents, strict=True)))
-        else:
-            raise ValueError(f"not a remote command: {command.kind}")
-
-    def _agent_of(self, task_id: str) -> str | None:
-        assert self.ledger is not None
-        mesos = self.ledger.mesos_view.record(task_id)
-        if mesos is not None and mesos.agent_id:
-            return mesos.agent_id
-        scheduler = self.ledger.scheduler_view.record(task_id)
-        return None if scheduler is None else scheduler.agent_id
+        assert self.core is not None
+        self.core.send_command(command)
 
     def _step(self, dispatcher: Any) -> None:
         # One pass: supervise the driver, advance the saga to now (it appends what it
@@ -178,6 +154,7 @@ class Runtime:
             except Exception:
                 self.stats.dispatch_errors += 1
                 log.exception("dispatch failed")
+            self.core.decline_unanswered()
         self.core.ensure_instances()
         self._refresh_metrics()
 

@@ -46,7 +46,8 @@ class LedgerScheduler(Scheduler):
         self.core.offers(offers)
 
     def offerRescinded(self, driver: Any, offer_id: dict) -> None:  # noqa: N802
-        pass  # offers are used at once or declined: nothing held to forget
+        # Offers are used at once or declined; only one we failed to answer is still held.
+        self.core.offer_rescinded(offer_id["value"])
 
     def statusUpdate(self, driver: Any, status: dict) -> None:  # noqa: N802
         self.core.update(status)

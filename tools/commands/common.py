@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import click
 import lmdb
+from eventsourcing.persistence import OperationalError
 from rich.console import Console
 
 from engine.events import WireError
@@ -67,6 +68,8 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except WireError as e:
             raise DamageError(f"log holds an unreadable event: {one_line(e)}") from e
         except LogOpenError as e:
+            raise CommandError(one_line(e)) from e
+        except OperationalError as e:  # e.g. LogFull: the map or the disk is full
             raise CommandError(one_line(e)) from e
         except lmdb.Error as e:
             raise CommandError(f"cannot read the log: {one_line(e)}") from e

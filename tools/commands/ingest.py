@@ -16,6 +16,7 @@ import time
 from typing import IO, Any
 
 import click
+from eventsourcing.persistence import OperationalError
 
 from engine.events import MalformedStatus, StatusUpdateReceived, status_from_mesos
 from tools.commands.common import (
@@ -109,12 +110,25 @@ def ingest_command(file: str, skip_bad: bool, batch: int, log_path: str, as_json
             # The dedup memory (task -> uuid of its latest update), as the Ledger keeps it.
             last_uuid = dict(ledger.state_as_of(ledger.last_id).last_uuid)
             pending: list[StatusUpdateReceived] = []
+            pending_lines: list[int] = []  # the line number of each pending event
 
             def flush() -> None:
-                if pending:
+                if not pending:
+                    return
+                try:
                     ids.extend(ledger.append(pending))
-                    counts["appended"] += len(pending)
-                    pending.clear()
+                except OperationalError as e:
+                    # The log is full (LogFull: map or disk) or cannot be written: nothing of
+                    # this batch was written, everything before it is durable.
+                    kept = counts["appended"]
+                    span = f", ids {ids[0]}..{ids[-1]}" if ids else ""
+                    raise CommandError(
+                        f"{file}: line {pending_lines[0]}: not ingested: {one_line(e)} "
+                        f"({kept} update(s) before it ingested{span})"
+                    ) from None
+                counts["appended"] += len(pending)
+                pending.clear()
+                pending_lines.clear()
 
             for number, raw in enumerate(stream, start=1):
                 counts["lines"] += 1
@@ -140,6 +154,7 @@ def ingest_command(file: str, skip_bad: bool, batch: int, log_path: str, as_json
                         continue
                     last_uuid[event.task_id] = event.uuid
                 pending.append(event)
+                pending_lines.append(number)
                 if len(pending) >= batch:
                     flush()
             flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 
@@ -48,7 +49,9 @@ def replay_command(no_progress: bool, log_path: str, as_of: str | None, as_json:
             TimeRemainingColumn(),
             console=console(stderr=True),
             transient=True,
-            disable=no_progress or as_json,
+            # Only on a terminal: into a pipe or a file it is noise (and on an error it
+            # leaves an empty line before the one-line message).
+            disable=no_progress or as_json or not sys.stderr.isatty(),
         )
         with progress:
             bar = progress.add_task("replay", total=at.nid, rate="")

@@ -41,7 +41,7 @@ def call_type(body: object) -> str:
     if not isinstance(body, dict):
         raise bad(f"Expecting a JSON object as the call, got {type(body).__name__}")
     typ = body.get("type")
-    if typ not in protocol.CALLS:
+    if not isinstance(typ, str) or typ not in protocol.CALLS:  # a list or map is unhashable
         raise bad(f"Unknown or missing call type {typ!r}")
     return typ
 

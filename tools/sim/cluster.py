@@ -227,6 +227,9 @@ class Cluster:
         self.lost_launches: dict[TaskKey, str] = {}  # the agent never got these launches
         self.offers: dict[str, Offer] = {}
         self.completed: deque[dict] = deque(maxlen=1000)
+        # Every update the framework acknowledged (task, uuid, state), for tests that check
+        # that nothing acknowledged is missing from the scheduler's log.
+        self.acknowledged: deque[dict] = deque(maxlen=100_000)
         self.fault_log: deque[dict] = deque(maxlen=1000)
         self._held: tuple[str, dict, str] | None = None  # a reordered update, held back
         self._held_gen = 0
@@ -588,6 +591,9 @@ class Cluster:
         if task.agent_id != agent.id or not task.queue or task.queue[0].get("uuid") != ack.uuid:
             return  # not the head of the stream: ignored, as Mesos does
         head = task.queue.pop(0)
+        self.acknowledged.append(
+            {"task_id": ack.task_id, "uuid": ack.uuid, "state": head["state"], "time": self.clock}
+        )
         task.retry_gen += 1
         if protocol.is_terminal(head["state"]):
             self._forget(task)
@@ -753,6 +759,11 @@ class Cluster:
     def _deliver(self, framework_id: str, status: dict) -> None:
         """An agent update on its way to the framework, where the update faults strike."""
         task_id = status["task_id"]["value"]
+        if self._held is not None and self._held[2] == task_id:
+            # Only updates of different tasks overtake each other: one task's updates travel
+            # one agent's stream in order, so a held one (a re-send whose acknowledgement
+            # crossed it) goes out before the task's next.
+            self._release_held()
         if self.rules.fire("drop_updates", task_id=task_id):
             return
         event = protocol.update(status)
@@ -1012,7 +1023,10 @@ class Cluster:
 
     def _t_agent_reregister(self, agent_id: str, epoch: int) -> None:
         agent = self.agents[agent_id]
-        if epoch == self.master_epoch and agent.status == RECOVERED and self._reachable(agent):
+        # UNREACHABLE too: the re-registration timeout passed first, or the agent was
+        # unreachable before the failover; an agent that can reach the master registers.
+        reregisters = agent.status in (RECOVERED, UNREACHABLE)
+        if epoch == self.master_epoch and reregisters and self._reachable(agent):
             self._reregister(agent)
 
     def _reachable(self, agent: Agent) -> bool:
@@ -1163,8 +1177,9 @@ class Cluster:
         if agent.status == REMOVED:
             return
         if not self.master_up:
-            if agent.status == RECOVERED and self.down_until is not None:
-                # Back before the new master is up: it re-registers as soon as one is.
+            if agent.status in (RECOVERED, UNREACHABLE) and self.down_until is not None:
+                # Back before the new master is up: it re-registers as soon as one is (also
+                # an agent the old master had marked unreachable: it keeps trying).
                 self._schedule(self.down_until, "agent_reregister", agent.id, self.master_epoch)
             return
         if agent.status in (UNREACHABLE, RECOVERED):
@@ -1318,6 +1333,7 @@ class Cluster:
             ],
             "tasks": tasks,
             "completed_tasks": list(self.completed),
+            "acknowledged": list(self.acknowledged),
             "offers": [
                 {
                     "id": o.id,

@@ -94,6 +94,8 @@ def parse_fault(obj: object) -> Fault:
     if not isinstance(obj, dict):
         raise InvalidFault(f"a fault is a JSON object, got {obj!r}")
     kind = obj.get("kind")
+    if not isinstance(kind, str):  # a list or map is unhashable: no lookup
+        kind = repr(kind)
     if kind in ACTIONS:
         spec = ACTIONS[kind]
     elif kind in RULES:
