@@ -138,6 +138,32 @@ class FrameworkDisconnected(NamedTuple):
     schema_version = 1
 
 
+class FrameworkError(NamedTuple):
+    """The master sent an ERROR event (e.g. "Framework has been removed")."""
+
+    time: float
+    causation: int | None
+    message: str
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "FrameworkError"
+    schema_version = 1
+
+
+class SchedulerFault(NamedTuple):
+    """A scheduler callback failed (a bug or an unusable input): recorded instead of raised,
+    because a raise on pymesos's IO thread aborts the driver."""
+
+    time: float
+    causation: int | None
+    where: str  # the callback: "update", "offers", ...
+    error: str  # repr of the exception, truncated
+    extra: Mapping[str, Any] = EMPTY
+
+    topic = "SchedulerFault"
+    schema_version = 1
+
+
 # --- the reconciliation saga (engine/reconciliation.py, engine/saga.py, engine/outbox.py) ------
 
 
@@ -377,6 +403,8 @@ EVENT_KINDS: tuple[type, ...] = (
     DispatchResumed,
     SagaReacted,
     TaskMarkedLost,
+    FrameworkError,
+    SchedulerFault,
 )
 
 KINDS: dict[str, type] = {kind.topic: kind for kind in EVENT_KINDS}

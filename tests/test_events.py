@@ -87,6 +87,8 @@ event_strategies = {
     "FrameworkDisconnected": st.builds(
         ev.FrameworkDisconnected, times, causations, maybe_ids, extras
     ),
+    "FrameworkError": st.builds(ev.FrameworkError, times, causations, st.text(), extras),
+    "SchedulerFault": st.builds(ev.SchedulerFault, times, causations, ids, st.text(), extras),
 }
 # The reconciliation saga's kinds (engine/reconciliation.py, saga.py, outbox.py).
 nids = st.integers(min_value=1, max_value=2**63 - 1)

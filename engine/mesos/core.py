@@ -19,7 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.events import MalformedStatus, TaskAssigned, TaskCreated
+from engine.events import (
+    FrameworkError,
+    MalformedStatus,
+    SchedulerFault,
+    TaskAssigned,
+    TaskCreated,
+)
 from engine.ledger import Ledger
 from engine.lifecycle import ScheduleStatus
 from engine.mesos.driver import Driver
@@ -99,6 +105,7 @@ class SchedulerCore:
             self.stats.callback_errors += 1
             self.stats.last_error = f"{what}: {e!r}"
             log.exception("scheduler callback %s failed", what)
+            self._record(SchedulerFault(self.clock(), None, what, repr(e)[:500]))
 
     def registered(self, framework_id: str, master_id: str) -> None:
         self._guard("registered", lambda: self._subscribed(framework_id, master_id, False))
@@ -135,6 +142,15 @@ class SchedulerCore:
     def error(self, message: str) -> None:
         self.stats.last_error = f"master error: {message}"
         log.error("master says: %s", message)
+        self._record(FrameworkError(self.clock(), None, str(message)[:2000]))
+
+    def _record(self, event: Any) -> None:
+        """Appends a fault as a fact of the log; if even that fails (the log is full or
+        closed), the log message above is all that is left: never raise from here."""
+        try:
+            self.ledger.append([event])
+        except Exception:
+            log.exception("could not record %s", type(event).__name__)
 
     # -- the logic ---------------------------------------------------------------------------
     def _subscribed(self, framework_id: str, master_id: str, again: bool) -> None:
