@@ -18,6 +18,7 @@ table. Records (SchedulerTask, MesosTask) are built on demand when someone asks 
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 
@@ -110,3 +111,52 @@ def cells(col: array | bytearray, count: int, width: int = 1) -> bytes:
     if type(col) is bytearray:
         return bytes(col[: count * width])
     return memoryview(col)[:count].tobytes()
+
+
+class RowRecords(Mapping[str, Any]):
+    """The read-only Mapping face of a columnar view: task id -> its record, built on each
+    access (the view stores columns, not objects).
+
+    The view provides ``index`` (the shared TaskIndex), ``_state`` (0 for rows the view does
+    not know), ``_count``, ``record(task_id)`` and ``_record(row)``.
+    """
+
+    __slots__ = ("_view", "_label")
+
+    def __init__(self, view: Any, label: str) -> None:
+        self._view = view
+        self._label = label
+
+    def __getitem__(self, task_id: str) -> Any:
+        task = self._view.record(task_id)
+        if task is None:
+            raise KeyError(task_id)
+        return task
+
+    def get(self, task_id: str, default: Any = None) -> Any:
+        view = self._view
+        row = view.index.rows.get(task_id)
+        if row is None or not view._state[row]:
+            return default
+        return view._record(row)
+
+    def __contains__(self, task_id: object) -> bool:
+        row = self._view.index.rows.get(task_id)
+        return row is not None and self._view._state[row] != 0
+
+    def __iter__(self) -> Iterator[str]:
+        state = self._view._state
+        return (task_id for task_id, row in self._view.index.rows.items() if state[row])
+
+    def __len__(self) -> int:
+        return self._view._count
+
+    def items(self) -> Any:
+        view = self._view
+        state = view._state
+        return [
+            (task_id, view._record(row)) for task_id, row in view.index.rows.items() if state[row]
+        ]
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} {self._label}>"

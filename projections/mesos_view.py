@@ -22,7 +22,7 @@ builds a MesosTask on demand; `tasks` is a read-only Mapping.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from engine.events import (
 )
 from engine.mesos_states import BY_NAME as MESOS_STATES
 from engine.mesos_states import FINAL, NOT_STORED
-from projections.columns import TaskIndex, cells
+from projections.columns import RowRecords, TaskIndex, cells
 
 # Updates that claim the task is alive (non-terminal and stored by the master).
 _ALIVE: frozenset[str] = frozenset(
@@ -129,7 +129,7 @@ class MesosView:
         # For the hot path: all columns in one load (they grow in place, never replaced).
         self._columns = tuple(getattr(self, "_" + name) for name in COLUMNS)
         self._codes = self.index.strings.codes
-        self._tasks = _Tasks(self)
+        self._tasks = RowRecords(self, "Mesos tasks")
 
     # -- reading --------------------------------------------------------------------------------
     def get(self, task_id: str) -> str | None:
@@ -267,49 +267,6 @@ class MesosView:
         if task.stale or task.stale_nid is not None:
             self._stale[row] = (task.stale, task.stale_nid)  # type: ignore[assignment]
         self._count += 1
-
-
-class _Tasks(Mapping[str, MesosTask]):
-    """The read-only Mapping face of a MesosView (records built on each access)."""
-
-    __slots__ = ("_view",)
-
-    def __init__(self, view: MesosView) -> None:
-        self._view = view
-
-    def __getitem__(self, task_id: str) -> MesosTask:
-        task = self._view.record(task_id)
-        if task is None:
-            raise KeyError(task_id)
-        return task
-
-    def get(self, task_id: str, default: Any = None) -> Any:
-        view = self._view
-        row = view.index.rows.get(task_id)
-        if row is None or not view._state[row]:
-            return default
-        return view._record(row)
-
-    def __contains__(self, task_id: object) -> bool:
-        row = self._view.index.rows.get(task_id)  # type: ignore[call-overload]
-        return row is not None and self._view._state[row] != 0
-
-    def __iter__(self) -> Iterator[str]:
-        state = self._view._state
-        return (task_id for task_id, row in self._view.index.rows.items() if state[row])
-
-    def __len__(self) -> int:
-        return self._view._count
-
-    def items(self) -> Any:
-        view = self._view
-        state = view._state
-        return [
-            (task_id, view._record(row)) for task_id, row in view.index.rows.items() if state[row]
-        ]
-
-    def __repr__(self) -> str:
-        return f"<{len(self)} Mesos tasks>"
 
 
 # --- evolve: dispatch on the event's type ----------------------------------------------------

@@ -19,7 +19,7 @@ demand; `tasks` is a read-only Mapping over the tasks this view knows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -32,7 +32,7 @@ from engine.events import (
 )
 from engine.lifecycle import Outcome, ScheduleStatus, SideEffect, transition
 from engine.mesos_states import BY_NAME as MESOS_STATES
-from projections.columns import TaskIndex, cells
+from projections.columns import RowRecords, TaskIndex, cells
 
 
 @dataclass(slots=True)
@@ -174,7 +174,7 @@ class SchedulerView:
         for name, typecode in COLUMNS.items():
             setattr(self, "_" + name, self.index.column(typecode, data.get(name)))
         self._count = len(self.index) - self._state[: len(self.index)].count(0)
-        self._tasks = _Tasks(self)
+        self._tasks = RowRecords(self, "scheduler tasks")
         # For record(): all columns in one load (they grow in place, never replaced).
         self._columns = tuple(getattr(self, "_" + name) for name in COLUMNS)
         self._values = self.index.strings.values
@@ -332,50 +332,6 @@ class SchedulerView:
         self._failures[row] = task.failures
         self._effects[row] = EFFECTS_CODE[tuple(task.effects)]
         self._count += 1
-
-
-class _Tasks(Mapping[str, SchedulerTask]):
-    """The read-only Mapping face of a SchedulerView: task id -> SchedulerTask (built on
-    each access)."""
-
-    __slots__ = ("_view",)
-
-    def __init__(self, view: SchedulerView) -> None:
-        self._view = view
-
-    def __getitem__(self, task_id: str) -> SchedulerTask:
-        task = self._view.record(task_id)
-        if task is None:
-            raise KeyError(task_id)
-        return task
-
-    def get(self, task_id: str, default: Any = None) -> Any:
-        view = self._view
-        row = view.index.rows.get(task_id)
-        if row is None or not view._state[row]:
-            return default
-        return view._record(row)
-
-    def __contains__(self, task_id: object) -> bool:
-        row = self._view.index.rows.get(task_id)  # type: ignore[call-overload]
-        return row is not None and self._view._state[row] != 0
-
-    def __iter__(self) -> Iterator[str]:
-        state = self._view._state
-        return (task_id for task_id, row in self._view.index.rows.items() if state[row])
-
-    def __len__(self) -> int:
-        return self._view._count
-
-    def items(self) -> Any:
-        view = self._view
-        state = view._state
-        return [
-            (task_id, view._record(row)) for task_id, row in view.index.rows.items() if state[row]
-        ]
-
-    def __repr__(self) -> str:
-        return f"<{len(self)} scheduler tasks>"
 
 
 # --- evolve: dispatch on the event's type ----------------------------------------------------
