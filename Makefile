@@ -30,7 +30,7 @@ format: $(STAMP)
 CHROMIUM := /usr/bin/chromium
 
 $(CHROMIUM):
-	(apt-get update -q && apt-get install -y -q --no-install-recommends chromium) >/dev/null
+	(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium) >/dev/null
 
 test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
