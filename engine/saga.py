@@ -153,8 +153,10 @@ class SagaState:
 
 def _task_event(state: SagaState, nid: int, event: Any, views: Views) -> None:
     task_id = event.task_id
-    rec = views.scheduler.tasks.get(task_id)
-    if rec is not None and rec.nid == nid:  # this event moved the task
+    # The record only if this event moved the task: most updates move nothing, and
+    # building a record for each of them was most of the saga's cost on replay.
+    rec = views.scheduler.moved_at(task_id, nid)
+    if rec is not None:  # this event moved the task
         st = rec.state
         state.transient.pop(task_id, None)
         if st in _TRANSIENT:
