@@ -17,6 +17,7 @@ import msgpack
 import pytest
 from click.testing import CliRunner
 from eventsourcing.persistence import TranscodingNotRegisteredError
+from fuzz_support import msgpack_values
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -33,16 +34,6 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 keys = st.binary(min_size=1, max_size=16)
-msgpack_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats()
-    | st.text(max_size=8)
-    | st.binary(max_size=8),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=6), inner),
-    max_leaves=10,
-)
 
 
 # -- the frame ------------------------------------------------------------------------------

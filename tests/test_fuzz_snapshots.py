@@ -18,6 +18,7 @@ from typing import Any
 import msgpack
 import pytest
 from click.testing import CliRunner
+from fuzz_support import msgpack_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -202,18 +203,6 @@ def _set(value: Any, path: tuple, new: Any, delete: bool) -> Any:
     else:
         copy[head] = _set(copy[head], rest, new, delete)
     return copy
-
-
-msgpack_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats()
-    | st.text(max_size=8)
-    | st.binary(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
-    max_leaves=8,
-)
 
 
 @FUZZ

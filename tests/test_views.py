@@ -8,6 +8,7 @@ from typing import Any
 import msgpack
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from test_mesos_states import EXPECTED_MAPPING
 
 from engine.events import (
     FrameworkDisconnected,
@@ -308,22 +309,8 @@ _SCHEDULER_TARGET = {
     KillRequested: lambda e: "KILLING",
     TaskCreated: lambda e: "PENDING",
 }
-_MESOS_TO_SCHEDULER = {
-    "TASK_STAGING": "STARTING",
-    "TASK_STARTING": "STARTING",
-    "TASK_RUNNING": "RUNNING",
-    "TASK_FINISHED": "FINISHED",
-    "TASK_FAILED": "FAILED",
-    "TASK_KILLING": "KILLED",
-    "TASK_KILLED": "KILLED",
-    "TASK_LOST": "LOST",
-    "TASK_ERROR": "LOST",
-    "TASK_DROPPED": "LOST",
-    "TASK_GONE": "LOST",
-    "TASK_GONE_BY_OPERATOR": "LOST",
-    "TASK_UNREACHABLE": "PARTITIONED",
-    "TASK_UNKNOWN": "PARTITIONED",
-}
+# The reference's mapping (reconciliation.md), kept once in test_mesos_states.
+_MESOS_TO_SCHEDULER = EXPECTED_MAPPING
 _FINAL = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_DROPPED", "TASK_GONE"}
 _ALIVE = {"TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_UNREACHABLE"}
 
