@@ -8,7 +8,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint format bench clean
 
-$(STAMP): pyproject.toml tools/build_http_parser.sh
+# pip compiles the replay kernel (engine/_replay_kernel.pyx, setup.py) and http-parser: a C
+# compiler and Python's headers are needed; Debian's machines have both, and they are
+# installed with apt-get if missing.
+$(STAMP): pyproject.toml setup.py engine/_replay_kernel.pyx tools/build_http_parser.sh
+	command -v cc >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends gcc libc6-dev) >/dev/null
+	$(PYTHON) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	    || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	    --no-install-recommends python3-dev) >/dev/null
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade "pip>=24" setuptools wheel
 	sh tools/build_http_parser.sh $(BIN)/python $(WHEELS)

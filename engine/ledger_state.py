@@ -73,6 +73,11 @@ class LedgerState:
 
     def apply(self, nid: int, event: Any) -> None:
         self.views.apply(nid, event)
+        self.apply_beyond_views(nid, event)
+
+    def apply_beyond_views(self, nid: int, event: Any) -> None:
+        """The saga's and the dedup memory's part of ``apply`` (the views have the event:
+        the replay kernel, engine/replay.py, applies it to them itself)."""
         _saga.evolve(self.saga, nid, event, self.views)
         if type(event) is StatusUpdateReceived:  # the only kind with a uuid
             uuid = event.uuid

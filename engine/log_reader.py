@@ -7,7 +7,7 @@ same way. Nothing here writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import msgpack
@@ -20,6 +20,7 @@ from engine.ledger_state import (
     SnapshotInfo,
     decode_records,
 )
+from engine.replay import Replayed, replay
 from engine.store import DamagedRecord, LMDBApplicationRecorder, LMDBDatastore
 from projections import snapshots
 from projections.drift_view import Views
@@ -192,9 +193,19 @@ class LogReader:
         return self._replay_onto(LedgerState(), upto)
 
     def _replay_onto(self, state: LedgerState, upto: int | None) -> LedgerState:
-        for nid, event in self.events(state.last_nid + 1, upto):
-            state.apply(nid, event)
+        self.replay(state, state.last_nid + 1, upto)
         return state
+
+    def replay(
+        self,
+        state: LedgerState,
+        first: int = 1,
+        last: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Replayed:
+        """Applies the events with ids in [first, last] to ``state`` (engine/replay.py: the
+        compiled kernel when built); ``progress(events, last id)`` after each chunk."""
+        return replay(self._recorder, state, first, last, progress=progress)
 
     def state_as_of(self, notification_id: int) -> LedgerState:
         """The state right after ``notification_id`` (a fresh copy: nothing live is

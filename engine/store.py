@@ -43,8 +43,11 @@ import os
 import struct
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
@@ -917,29 +920,41 @@ class LMDBApplicationRecorder(LMDBRecorder, ApplicationRecorder):
         The fast path for replay: no Notification objects. Reads in chunks so a long scan
         never holds a read transaction (and so a map resize) for long.
         """
+        decode = self.datastore.decode
+        for rows in self.scan_raw(first, last, chunk):
+            for key, value in rows:
+                nid = _U64.unpack(key)[0]
+                yield nid, decode("notifications", key, value, nid)
+
+    def scan_raw(
+        self, first: int = 1, last: int | None = None, chunk: int = 5000
+    ) -> Iterator[list[tuple[bytes, bytes]]]:
+        """The notification records with ids in [first, last], as stored: lists of up to
+        ``chunk`` (key, framed value) pairs, in order, each list read in one short read
+        transaction. Nothing is checked: ``LMDBDatastore.decode`` checks and unpacks one
+        (the replay kernel, engine/replay.py, checks the common ones itself)."""
         store = self.datastore
         notifications = store.dbs["notifications"]
         position = max(first, 1)
+        bound = None if last is None else _U64.pack(last)
         while last is None or position <= last:
 
-            def action(txn: Any, position: int = position) -> list[tuple[int, bytes]]:
+            def action(txn: Any, position: int = position) -> list[tuple[bytes, bytes]]:
                 cursor = txn.cursor(db=notifications)
-                rows: list[tuple[int, bytes]] = []
                 if not cursor.set_range(_U64.pack(position)):
-                    return rows
-                for key, value in cursor:
-                    nid = _U64.unpack(key)[0]
-                    if (last is not None and nid > last) or len(rows) >= chunk:
-                        break
-                    rows.append((nid, value))
-                return rows
+                    return []
+                return list(islice(cursor, chunk))
 
             rows = store.read(action)
-            for nid, value in rows:
-                yield nid, store.decode("notifications", _U64.pack(nid), value, nid)
-            if len(rows) < chunk:
+            complete = len(rows) == chunk
+            if bound is not None and rows and rows[-1][0] > bound:
+                del rows[bisect_right(rows, bound, key=itemgetter(0)) :]
+                complete = False
+            if rows:
+                yield rows
+            if not complete:
                 return
-            position = rows[-1][0] + 1
+            position = _U64.unpack(rows[-1][0])[0] + 1
 
     def max_notification_id(self) -> int | None:
         notifications = self.datastore.dbs["notifications"]

@@ -88,6 +88,12 @@ class TaskIndex:
         rows[task_id] = row
         return row
 
+    def reserve(self, rows: int) -> None:
+        """Room for `rows` rows without growing: while a reader holds the columns' buffers
+        (the replay kernel does), an array cannot be resized."""
+        if rows > self._capacity:
+            self._grow(rows)
+
     def _grow(self, needed: int) -> None:
         # Geometric (1/8) growth: amortised O(1) per row, at most ~12% slack.
         new = max(needed, self._capacity + (self._capacity >> 3) + 1024)

@@ -4,6 +4,7 @@ views as of any id or timestamp equal to a replay of the log up to there."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -41,18 +42,19 @@ def test_open_uses_the_newest_snapshot_and_replays_only_the_tail(tmp_path, monke
         assert info.nid == 100 and info.size > 0
         _fill(ledger, 5, start_time=200)
         expected = Views.rebuild(ledger.events())
-    replayed: list[int] = []
-    original = Ledger.events
+    replays: list[tuple[int, Any]] = []
+    original = Ledger.replay
 
-    def counting(self, first=1, last=None):
-        for nid, event in original(self, first, last):
-            replayed.append(nid)
-            yield nid, event
+    def counting(self, state, first=1, last=None, progress=None):
+        done = original(self, state, first, last, progress)
+        replays.append((first, done))
+        return done
 
-    monkeypatch.setattr(Ledger, "events", counting)
+    monkeypatch.setattr(Ledger, "replay", counting)
     with Ledger.open(tmp_path / "l") as ledger:
         assert ledger.views == expected
-        assert replayed == list(range(101, 111))
+        [(first, done)] = replays
+        assert first == 101 and done.events == 10 and done.last_nid == 110
         assert ledger.snapshot_problems == []
 
 

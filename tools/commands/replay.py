@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 
 import click
 from rich.progress import (
@@ -27,8 +28,6 @@ from tools.commands.common import (
     schema,
 )
 
-_STEP = 2000  # events between progress updates: cheap enough not to show in the rate
-
 
 @click.command("replay")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
@@ -38,7 +37,6 @@ def replay_command(no_progress: bool, log_path: str, as_of: str | None, as_json:
     with open_readonly(log_path) as ledger:
         at = resolve_as_of(ledger, as_of)
         state = LedgerState()
-        kinds: Counter[str] = Counter()
         started = time.perf_counter()
         progress = Progress(
             TextColumn("replaying"),
@@ -55,15 +53,12 @@ def replay_command(no_progress: bool, log_path: str, as_of: str | None, as_json:
         )
         with progress:
             bar = progress.add_task("replay", total=at.nid, rate="")
-            done = 0
-            apply = state.apply
-            for nid, event in ledger.events(1, at.nid):
-                apply(nid, event)
-                kinds[type(event).topic] += 1
-                done += 1
-                if done % _STEP == 0:
-                    rate = done / max(time.perf_counter() - started, 1e-9)
-                    progress.update(bar, completed=nid, rate=f"{rate:,.0f} events/s")
+
+            def show(events: int, nid: int) -> None:
+                rate = events / max(time.perf_counter() - started, 1e-9)
+                progress.update(bar, completed=nid, rate=f"{rate:,.0f} events/s")
+
+            replayed = ledger.replay(state, 1, at.nid, progress=show)
             progress.update(bar, completed=at.nid)
         seconds = time.perf_counter() - started
     views = state.views
@@ -71,6 +66,8 @@ def replay_command(no_progress: bool, log_path: str, as_of: str | None, as_json:
     mesos = Counter(views.mesos.get(t) for t in views.mesos.tasks)
     tasks = len(set(views.scheduler.tasks) | set(views.mesos.tasks))
     drift = len(views.drift.drift())
+    done = replayed.events
+    kinds = replayed.by_topic
     rate = done / seconds if seconds > 0 else 0.0
     if as_json:
         emit_json(
@@ -102,5 +99,5 @@ def replay_command(no_progress: bool, log_path: str, as_of: str | None, as_json:
     out.print(table)
 
 
-def _counts(counts: Counter[str]) -> str:
+def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "-"

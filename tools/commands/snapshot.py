@@ -109,19 +109,9 @@ def check(ids: tuple[int, ...], log_path: str, as_of: str | None, as_json: bool)
             )
         wanted = sorted(ids) if ids else known
         state = LedgerState()
-        events = ledger.events(1, wanted[-1] if wanted else 0)
-        pending = None
         for nid in wanted:
             # Replay forward to this snapshot's id (the ids are in order).
-            while True:
-                if pending is None:
-                    pending = next(events, None)
-                    if pending is None:
-                        break
-                if pending[0] > nid:
-                    break
-                state.apply(*pending)
-                pending = None
+            ledger.replay(state, state.last_nid + 1, nid)
             try:
                 stored = ledger.check_snapshot(nid)
             except (DamagedRecord, SnapshotError) as e:
