@@ -153,11 +153,11 @@ class SagaState:
 
 def _task_event(state: SagaState, nid: int, event: Any, views: Views) -> None:
     task_id = event.task_id
-    # The record only if this event moved the task: most updates move nothing, and
-    # building a record for each of them was most of the saga's cost on replay.
-    rec = views.scheduler.moved_at(task_id, nid)
-    if rec is not None:  # this event moved the task
-        st = rec.state
+    # The new state only if this event moved the task: most updates move nothing, and
+    # reading the whole record for each of them was most of the saga's cost on replay.
+    moved = views.scheduler.moved_to(task_id, nid)
+    if moved is not None:  # this event moved the task
+        st, effects = moved
         state.transient.pop(task_id, None)
         if st in _TRANSIENT:
             state.transient[task_id] = event.time
@@ -165,13 +165,13 @@ def _task_event(state: SagaState, nid: int, event: Any, views: Views) -> None:
         if st == _PARTITIONED:
             state.partitioned[task_id] = event.time
         state.transient_asked.pop(task_id, None)
-        if rec.effects:
-            effects = tuple(e.value for e in rec.effects if e in _ACTIONABLE)
-            if effects:
+        if effects:
+            actions = tuple(e.value for e in effects if e in _ACTIONABLE)
+            if actions:
                 cause = event.topic
                 if st == _LOST and cause == "StatusUpdateReceived":
                     cause = "StatusUpdateReceived:LOST"
-                state.obligations.append(Obligation(nid, task_id, effects, cause))
+                state.obligations.append(Obligation(nid, task_id, actions, cause))
     elif type(event) is StatusUpdateReceived:
         illegal = views.scheduler.illegal.get(task_id)
         if illegal is not None and illegal.nid == nid and _KILL_EFFECT in illegal.side_effects:

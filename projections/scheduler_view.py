@@ -211,13 +211,13 @@ class SchedulerView:
             EFFECTS[effects[row]],
         )
 
-    def moved_at(self, task_id: str, nid: int) -> SchedulerTask | None:
-        """The record if the event at `nid` changed the task's state (else None): cheap
-        when it did not, for per-event readers such as the saga."""
+    def moved_to(self, task_id: str, nid: int) -> tuple[str, tuple[SideEffect, ...]] | None:
+        """(state, side effects) if the event at `nid` changed the task's state, else None:
+        two column reads, for per-event readers such as the saga."""
         row = self.index.rows.get(task_id)
         if row is None or self._nid[row] != nid or not self._state[row]:
             return None
-        return self._record(row)
+        return STATES[self._state[row]], EFFECTS[self._effects[row]]  # type: ignore[return-value]
 
     @property
     def tasks(self) -> Mapping[str, SchedulerTask]:
