@@ -1,16 +1,23 @@
 """Replay, snapshots and memory at scale.
 
     python -m benchmarks.replay [--events N] [--tasks T] [--json OUT] [--keep PATH]
+                                [--sqlite-events N]
 
 Defaults: 10M events over 1M tasks (the issue's size; about 2 GB of log). In one run:
 
 * raw: an LMDB cursor over the log and msgpack unpack of every record and of the event
   inside it, no project code (the limit);
-* decode only: the Ledger's read path without any state (cursor, checksum, unpack of the
-  record and of the event, the event tuple): the floor under any replay;
-* replay: the Ledger's full replay into the three views (decode, checksum, evolve);
+* replay into 3 views: engine.replay over the log into the scheduler, Mesos and drift views
+  (checksums, decoding, evolve), with the compiled kernel: the issue's target row;
+* the same through the Python path (what runs when the kernel is not built);
+* decode only (Python path): cursor, checksum, unpacks, event tuples, no state;
+* full ledger state: the views plus the saga and the dedup memory, what Ledger.open folds
+  when no snapshot helps;
+* eventsourcing + SQLite: what a user would pick instead: the same events in eventsourcing's
+  SQLite module, read back page by page with select_notifications and folded into the same
+  views in Python (on the first --sqlite-events events of the same log);
 * snapshot write: folding the log and storing the views (the snapshot is built by a
-  replay from the previous snapshot, so this includes one full replay here);
+  replay from the previous snapshot, so this includes one full fold here);
 * open with a snapshot: Ledger.open on the log whose newest snapshot covers everything;
 * memory: resident bytes per task of the loaded views, measured in a fresh process.
 """
@@ -30,12 +37,16 @@ import time
 import lmdb
 import msgpack
 from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 
 from benchmarks.common import Result, print_table, write_json
+from engine import replay as _replay
 from engine.codec import HEADER_SIZE
-from engine.events import StatusUpdateReceived, TaskAssigned, TaskCreated, to_wire
+from engine.events import StatusUpdateReceived, TaskAssigned, TaskCreated, from_wire, to_wire
 from engine.ledger import LEDGER_STREAM, Ledger, LedgerState
+from engine.ledger_state import decode_records
 from engine.store import LMDBApplicationRecorder, LMDBDatastore
+from projections.drift_view import Views
 
 _LIFECYCLE = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING")
 _ENDINGS = ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST")
@@ -124,39 +135,70 @@ def bench_decode(path: str) -> Result:
     store = LMDBDatastore.open(path, durable=False)
     try:
         recorder = LMDBApplicationRecorder(store)
-        from engine.ledger_state import decode_records as _decode
-
         gc.disable()
         started = time.perf_counter()
         count = 0
-        for _nid, _event in _decode(recorder.scan(chunk=20_000)):
+        for _nid, _event in decode_records(recorder.scan(chunk=_replay.CHUNK)):
             count += 1
         seconds = time.perf_counter() - started
         gc.enable()
-        return Result("decode only", count, seconds, "checksum+unpack+event, no state")
+        return Result("decode only (Python)", count, seconds, "checksum+unpack+event, no state")
     finally:
         store.close()
 
 
-def bench_replay(path: str) -> tuple[Result, LedgerState]:
+def bench_replay(path: str, name: str, make: type, compiled: bool, note: str) -> Result:
+    """engine.replay of the whole log into a new `make()` (Views or LedgerState)."""
     store = LMDBDatastore.open(path, durable=False)
     try:
         recorder = LMDBApplicationRecorder(store)
-        state = LedgerState()
-        apply = state.apply
-        from engine.ledger_state import decode_records as _decode
-
-        gc.disable()  # as Ledger.open does not; shows the GC's share separately below
+        target = make()
+        gc.disable()  # as for every row; the GC's share is not what is compared here
         started = time.perf_counter()
-        count = 0
-        for nid, event in _decode(recorder.scan(chunk=20_000)):
-            apply(nid, event)
-            count += 1
+        _replay.replay(recorder, target, compiled=compiled)
         seconds = time.perf_counter() - started
         gc.enable()
-        return Result("replay into 3 views", count, seconds, "decode+checksum+evolve"), state
+        views = target if isinstance(target, Views) else target.views
+        return Result(name, views.drift.last_nid, seconds, note)
     finally:
         store.close()
+
+
+def bench_sqlite(root: str, events: int, tasks: int) -> Result:
+    """The same events in eventsourcing's SQLite module, read back with its own paging API
+    and folded into the same views (the Python path: no kernel reads SQLite)."""
+    datastore = SQLiteDatastore(db_name=os.path.join(root, "es.sqlite"), originator_id_type="text")
+    recorder = SQLiteApplicationRecorder(datastore)
+    recorder.create_table()
+    pack = msgpack.Packer(use_bin_type=True).pack
+    batch: list[StoredEvent] = []
+    for version, event in enumerate(_events(events, tasks)):
+        if version == events:
+            break
+        batch.append(StoredEvent(LEDGER_STREAM, version, event.topic, pack(to_wire(event))))
+        if len(batch) == 20_000:
+            recorder.insert_events(batch)
+            batch = []
+    if batch:
+        recorder.insert_events(batch)
+    views = Views()
+    apply = views.apply
+    unpack = msgpack.unpackb
+    gc.disable()
+    started = time.perf_counter()
+    count, start = 0, 1
+    while True:
+        page = recorder.select_notifications(start, _replay.CHUNK)
+        for n in page:
+            apply(n.id, from_wire(n.topic, unpack(n.state)))
+        count += len(page)
+        if len(page) < _replay.CHUNK:
+            break
+        start = page[-1].id + 1
+    seconds = time.perf_counter() - started
+    gc.enable()
+    datastore.close()
+    return Result("eventsourcing+SQLite", count, seconds, "select_notifications + same views")
 
 
 _MEMORY_PROBE = r"""
@@ -188,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--json", dest="json_out")
     parser.add_argument("--keep", help="write the log here and keep it (default: a temp dir)")
+    parser.add_argument(
+        "--sqlite-events",
+        type=int,
+        default=2_000_000,
+        help="events for the eventsourcing+SQLite row (its write alone is slow)",
+    )
     args = parser.parse_args(argv)
 
     root = args.keep or tempfile.mkdtemp(prefix="tl-bench-replay-")
@@ -201,9 +249,20 @@ def main(argv: list[str] | None = None) -> int:
             f"{time.perf_counter() - started:.1f}s ({size_gb:.2f} GB)"
         )
         raw = bench_raw(path)
+        kernel = _replay.KERNEL is not None
+        replay = bench_replay(
+            path,
+            "replay into 3 views",
+            Views,
+            True,
+            "compiled kernel" if kernel else "KERNEL NOT BUILT: Python path",
+        )
+        python = bench_replay(path, "3 views, Python path", Views, False, "no kernel")
         decode = bench_decode(path)
-        replay, _state = bench_replay(path)
-        del _state
+        full = bench_replay(
+            path, "full ledger state", LedgerState, True, "views + saga + dedup (Ledger.open)"
+        )
+        sqlite = bench_sqlite(root, min(args.sqlite_events, written), args.tasks)
         gc.collect()
 
         with Ledger.open(path, durable=False) as ledger:
@@ -222,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         open_result = Result(
             "open with snapshot", memory["tasks"], memory["open_seconds"], "tasks loaded"
         )
-        results = [raw, decode, replay, snapshot_write, open_result]
+        results = [raw, replay, python, decode, full, sqlite, snapshot_write, open_result]
         print_table("replay and snapshots", results, "raw cursor+unpack")
         per_task = memory["rss_bytes"] / max(1, memory["tasks"])
         targets = {
@@ -239,16 +298,23 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  of which anonymous (not LMDB's file-backed map): {anon_per_task:.0f} bytes per task"
         )
-        state_us = (replay.seconds - decode.seconds) / max(1, replay.events) * 1e6
+        per_event = {r.name: r.seconds / max(1, r.events) * 1e6 for r in results[:6]}
         print(
-            f"per event: decode {decode.seconds / max(1, decode.events) * 1e6:.2f} us, "
-            f"state (views + saga + dedup) {state_us:.2f} us; decode alone is "
-            f"{decode.rate / raw.rate:.2f}x raw"
+            "per event (us): "
+            + ", ".join(f"{name} {us:.2f}" for name, us in per_event.items())
+            + f"\nkernel vs Python path: {replay.rate / python.rate:.2f}x; "
+            f"kernel vs eventsourcing+SQLite: {replay.rate / sqlite.rate:.2f}x; "
+            f"full ledger state vs raw: {full.rate / raw.rate:.2f}x"
         )
         for name, t in targets.items():
             ok = t["value"] >= t["target"] if t["at_least"] else t["value"] < t["target"]
             print(f"{name}: {t['value']:.2f} ({'meets' if ok else 'MISSES'} target {t['target']})")
-        write_json(args.json_out, "replay", results, {"targets": targets, "memory": memory})
+        write_json(
+            args.json_out,
+            "replay",
+            results,
+            {"targets": targets, "memory": memory, "kernel_built": kernel},
+        )
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
