@@ -626,6 +626,8 @@ def status_from_mesos(
     task_id = _id_value(status, "task_id")
     if task_id is None:
         raise MissingStatusField("task_id")
+    if not task_id:  # Mesos refuses an empty TaskID; no view could file it under a task
+        raise InvalidStatusField("task_id", status["task_id"], "must not be empty")
     state = get("state")
     if state is None:
         raise MissingStatusField("state")

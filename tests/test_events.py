@@ -350,6 +350,7 @@ def test_unknown_source_and_reason_names_are_kept():
         ({"task_id": "job/0/abc"}, InvalidStatusField, "task_id", "job/0/abc"),
         ({"task_id": {"value": 5}}, InvalidStatusField, "task_id", {"value": 5}),
         ({"task_id": {}}, InvalidStatusField, "task_id", {}),
+        ({"task_id": {"value": ""}}, InvalidStatusField, "task_id", {"value": ""}),
         ({"state": _DROP}, MissingStatusField, "state", None),
         ({"state": 1}, InvalidStatusField, "state", 1),
         ({"state": "TASK_BOGUS"}, UnknownStatusState, "state", "TASK_BOGUS"),
