@@ -368,6 +368,23 @@ class Ledger(LogReader):
         self._store.write(put)
         return SnapshotInfo(nid, len(payload), _time.perf_counter() - started)
 
+    def prune_snapshots(self, keep: int) -> list[int]:
+        """Deletes all but the newest ``keep`` (>= 1) snapshots; returns the ids deleted.
+        Only snapshots go: the log itself is never pruned."""
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1 (the newest snapshot), got {keep!r}")
+        doomed = self._snapshot_keys()[keep:]  # newest first
+        if not doomed:
+            return []
+
+        def delete(txn: Any, batch: Any) -> None:
+            db = self._snapshots_db()
+            for key in doomed:
+                txn.delete(key, db=db)
+
+        self._store.write(delete)
+        return sorted(int.from_bytes(key, "big") for key in doomed)
+
 
 def _check_text(name: str, value: object) -> None:
     if type(value) is not str or not value:

@@ -44,8 +44,10 @@ class Scheduler:
         saga_scale: float | None = None,
         http_timeout: float = 5.0,
         tick: float = 0.05,
+        snapshot_every: int | None = None,  # None: the runtime's default
     ) -> None:
         self.master, self.log_path = master, log_path
+        self.snapshot_every = snapshot_every
         self.instances = instances
         self.heartbeat_interval = heartbeat_interval
         self.saga_scale = saga_scale
@@ -64,6 +66,7 @@ class Scheduler:
             failover_timeout=3600.0,
             http_timeout=self.http_timeout,
             saga_options={} if self.saga_scale is None else {"time_scale": self.saga_scale},
+            **({} if self.snapshot_every is None else {"snapshot_every": self.snapshot_every}),
         )
         self.runtime = Runtime(config)
         self.thread = threading.Thread(target=self.runtime.run, name="runtime")
@@ -184,6 +187,9 @@ def assert_replay_equal(ledger: Ledger, attempts: int = 50) -> None:
             replayed.apply(nid, event)
         assert replayed.last_nid == last
         assert state_digest(replayed) == live, "the live state differs from a replay of the log"
+        # What a restart loads (the newest snapshot, then the replay kernel over the tail).
+        loaded = ledger.state_as_of(last)
+        assert state_digest(loaded) == live, "the live state differs from snapshot + tail"
         return
     raise AssertionError("the log never stood still long enough to compare with a replay")
 

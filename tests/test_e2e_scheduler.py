@@ -7,7 +7,7 @@ the catalogue that need the saga's timers are in tests/test_e2e_faults.py."""
 from __future__ import annotations
 
 import pytest
-from e2e_support import Scheduler, assert_converges
+from e2e_support import Scheduler, assert_converges, assert_replay_equal
 from sim_session import inject, state, wait_until
 
 from engine.ledger import Ledger
@@ -55,6 +55,34 @@ def test_scheduler_restart_resubscribes_as_the_same_framework(cluster, tmp_path)
         assert_converges(again, cluster.address)
         frameworks = state(cluster.address)["frameworks"]
         assert [f["id"] for f in frameworks if not f["removed"]] == [framework_id]
+    finally:
+        again.stop()
+
+
+def test_snapshots_while_running_and_a_restart_loads_the_newest(cluster, tmp_path):
+    log = str(tmp_path / "log")
+    scheduler = Scheduler(
+        cluster.address,
+        log,
+        instances=INSTANCES,
+        heartbeat_interval=15.0 / SCALE,
+        snapshot_every=10,
+    ).start()
+    try:
+        assert_converges(scheduler, cluster.address)
+        wait_until(lambda: scheduler.ledger.snapshots(), 10, what="a snapshot")
+        assert len(scheduler.ledger.snapshots()) <= 2  # the older ones pruned
+        assert_replay_equal(scheduler.ledger)
+    finally:
+        scheduler.stop()
+    taken = scheduler.runtime.snapshotter.stats
+    assert taken.taken >= 1 and taken.failed == 0
+    with Ledger.open(log) as ledger:
+        assert ledger.snapshot_problems == []
+        assert ledger.snapshots()[-1].nid == taken.last_nid
+    again = start_scheduler(cluster.address, log)
+    try:
+        assert_converges(again, cluster.address)
     finally:
         again.stop()
 

@@ -78,6 +78,21 @@ def _label(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
     default=None,
     help="on a clean stop, write a digest of the live state here (the demo's audit)",
 )
+@click.option(
+    "--snapshot-every",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="take a snapshot every this many events (0: never); a restart folds the newest "
+    "snapshot and the tail after it",
+)
+@click.option(
+    "--snapshots-kept",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1),
+    help="older snapshots are deleted (the log never is)",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def run_command(
     master: str,
@@ -93,6 +108,8 @@ def run_command(
     metrics_port: int | None,
     dry_run: bool,
     digest_path: str | None,
+    snapshot_every: int,
+    snapshots_kept: int,
     verbose: bool,
 ) -> None:
     """Run the embedded scheduler against a Mesos master."""
@@ -121,6 +138,8 @@ def run_command(
         saga_options=saga_options,
         digest_path=digest_path,
         metrics_port=metrics_port,
+        snapshot_every=snapshot_every,
+        snapshots_kept=snapshots_kept,
     )
     hook = os.environ.get(CRASH_BEFORE_APPEND)
     if hook:

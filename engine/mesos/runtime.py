@@ -19,6 +19,7 @@ from typing import Any
 
 from engine.ledger import Ledger
 from engine.mesos.core import JobSpec, SchedulerCore
+from engine.mesos.snapshotter import Snapshotter
 from engine.saga import SagaConfig
 
 
@@ -53,6 +54,10 @@ class RuntimeConfig:
     # the digest of a replay of the log from scratch).
     digest_path: str | None = None
     metrics_port: int | None = None  # serve Prometheus metrics on this port
+    # A snapshot every this many events (0: never), the newest `snapshots_kept` kept: a
+    # restart then folds the snapshot and a short tail instead of the whole log.
+    snapshot_every: int = 100_000
+    snapshots_kept: int = 2
 
 
 @dataclass
@@ -78,6 +83,7 @@ class Runtime:
         self.driver: Any = None
         self.ready = threading.Event()
         self.metrics: Any = None
+        self.snapshotter: Snapshotter | None = None
         self._metrics_seen = 0
 
     def stop(self) -> None:
@@ -191,6 +197,10 @@ class Runtime:
             dispatcher = self.ledger.dispatcher(self._send)
             if config.metrics_port is not None:
                 self._serve_metrics(config.metrics_port)
+            if config.snapshot_every:
+                self.snapshotter = Snapshotter(
+                    self.ledger, every=config.snapshot_every, keep=config.snapshots_kept
+                ).start()
             self._start_driver()
             self.ready.set()
             while not self._stop.wait(config.tick):
@@ -198,6 +208,8 @@ class Runtime:
             return 0
         finally:
             self._stop_driver()
+            if self.snapshotter is not None:
+                self.snapshotter.stop()  # before the Ledger closes under it
             if config.digest_path:
                 with open(config.digest_path, "w") as f:
                     f.write(self.ledger.digest() + "\n")
