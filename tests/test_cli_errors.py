@@ -127,6 +127,7 @@ def test_ingest_missing_file(tmp_path):
 
 def test_snapshot_take_needs_an_existing_log(tmp_path):
     one_line_error(run("snapshot", "take", "--log", str(tmp_path / "log")), "no log at")
+    one_line_error(run("snapshot", "prune", "--log", str(tmp_path / "log")), "no log at")
 
 
 HOLDER = textwrap.dedent(
@@ -157,6 +158,7 @@ def test_a_log_held_by_another_process(story_log, tmp_path):
         line = one_line_error(run("ingest", str(feed), "--log", path), "held by another process")
         assert f"pid {holder.pid}" in line
         one_line_error(run("snapshot", "take", "--log", path), "held by another process")
+        one_line_error(run("snapshot", "prune", "--log", path), "held by another process")
         # Reading while the writer runs is fine: that is what read-only opening is for.
         assert run("drift", "--log", path).exit_code == 0
         assert run("verify", "--log", path).exit_code == 0

@@ -1,4 +1,4 @@
-"""`taskledger ingest` and `taskledger snapshot take`: the two commands that write."""
+"""`taskledger ingest` and `taskledger snapshot take|prune`: the commands that write."""
 
 from __future__ import annotations
 
@@ -148,3 +148,26 @@ def test_snapshot_take_then_check(story_log, tmp_path):
     assert [s["id"] for s in listed["snapshots"]] == [SNAPSHOT_AT, LAST]
     checked = json.loads(run("snapshot", "check", "--log", path, "--json").stdout)
     assert checked["ok"] and [s["id"] for s in checked["snapshots"]] == [SNAPSHOT_AT, LAST]
+
+
+def test_snapshot_prune_keeps_the_newest_and_the_whole_log(story_log, tmp_path):
+    path = private_copy(story_log, tmp_path)
+    assert run("snapshot", "take", "--log", path).exit_code == 0
+    before = json.loads(run("replay", "--log", path, "--json").stdout)
+    pruned = run("snapshot", "prune", "--keep", "1", "--log", path, "--json")
+    assert pruned.exit_code == 0, pruned.output
+    assert json.loads(pruned.stdout) | {"log": None} == {
+        "schema": "taskledger.snapshot-prune/1",
+        "log": None,
+        "deleted": [SNAPSHOT_AT],
+        "kept": [LAST],
+    }
+    listed = json.loads(run("snapshot", "list", "--log", path, "--json").stdout)
+    assert [s["id"] for s in listed["snapshots"]] == [LAST]
+    after = json.loads(run("replay", "--log", path, "--json").stdout)
+    assert {k: v for k, v in after.items() if k not in ("seconds", "events_per_second")} == {
+        k: v for k, v in before.items() if k not in ("seconds", "events_per_second")
+    }
+    again = run("snapshot", "prune", "--keep", "1", "--log", path)
+    assert again.exit_code == 0 and "deleted 0 snapshot(s); kept: " in again.stdout
+    assert run("snapshot", "prune", "--keep", "0", "--log", path).exit_code == 2

@@ -1,4 +1,4 @@
-"""`taskledger snapshot take|list|check`."""
+"""`taskledger snapshot take|list|check|prune`."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from tools.commands.common import (
 
 @click.group("snapshot")
 def snapshot_command() -> None:
-    """Take, list and check snapshots of the views."""
+    """Take, list, check and prune snapshots of the views."""
 
 
 @snapshot_command.command("take")
@@ -57,6 +57,32 @@ def take(log_path: str, as_json: bool) -> None:
     console().print(
         f"snapshot at notification id {info.nid}: {info.size:,} bytes in {info.seconds:.3f} s"
     )
+
+
+@snapshot_command.command("prune")
+@click.option(
+    "--keep", default=2, show_default=True, type=click.IntRange(1), help="newest snapshots kept"
+)
+@log_option
+@json_option
+@handle_errors
+def prune(keep: int, log_path: str, as_json: bool) -> None:
+    """Delete all but the newest --keep snapshots (never any of the log; a write: needs the
+    log's writer lock, so not while a scheduler runs on it)."""
+    with open_readonly(log_path):
+        pass  # a missing log is an error here, not a new empty one
+    with open_writer(log_path) as ledger:
+        deleted = ledger.prune_snapshots(keep)
+        kept = [s.nid for s in ledger.snapshots()]
+        path = ledger.path
+    if as_json:
+        emit_json(
+            {"schema": schema("snapshot-prune"), "log": path, "deleted": deleted, "kept": kept}
+        )
+        return
+    which = f" ({', '.join(map(str, deleted))})" if deleted else ""
+    kept_ids = ", ".join(map(str, kept)) or "none"
+    console().print(f"deleted {len(deleted)} snapshot(s){which}; kept: {kept_ids}")
 
 
 @snapshot_command.command("list")
