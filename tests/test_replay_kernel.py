@@ -296,3 +296,23 @@ def test_every_kind_of_the_simulations_logs_replays_the_same(tmp_path):
         result = _assert_same(os.path.join(folder, "log"))
         assert result[0] == "ok" and result[1].events == outcome.events
         assert len(result[1].by_topic) > 5
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_progress_is_reported_per_chunk_up_to_the_end(tmp_path, small_chunks, compiled):
+    path = str(tmp_path / "log")
+    _write(path, [_stored(TaskCreated(float(i), None, f"t{i}", "j", i, {})) for i in range(30)])
+    seen: list[tuple[int, int]] = []
+    store = LMDBDatastore.open(path, durable=False)
+    try:
+        done = replay(
+            LMDBApplicationRecorder(store),
+            Views(),
+            compiled=compiled,
+            progress=lambda events, nid: seen.append((events, nid)),
+        )
+    finally:
+        store.close()
+    assert done.events == 30 and done.last_nid == 30 and done.by_topic == {"TaskCreated": 30}
+    assert seen[-1] == (30, 30)
+    assert len(seen) >= 4 and seen == sorted(seen)  # chunks of 7: several reports, in order
