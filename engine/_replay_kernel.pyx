@@ -333,7 +333,6 @@ cdef class Kernel:
     cdef int topic_length[MAX_TOPICS]
     cdef Py_ssize_t topic_text_length[MAX_TOPICS]
     cdef unsigned char topic_text[MAX_TOPICS][MAX_TOPIC_LEN]
-    cdef list topic_specs
     cdef int last_topic
     cdef Cache c_state, c_source, c_reason, c_agent, c_job
     # columns, re-acquired for every chunk (arrays may be reallocated between chunks)
@@ -388,7 +387,6 @@ cdef class Kernel:
             raise ValueError("the Ledger's stream id must be 16 bytes")
         if len(self.topics) > MAX_TOPICS:
             raise ValueError(f"more than {MAX_TOPICS} event kinds: raise MAX_TOPICS")
-        self.topic_specs = [None] * len(self.topics)
         self.n_topics = 0
         for topic, spec in self.topics.items():
             text = topic.encode()
@@ -400,7 +398,6 @@ cdef class Kernel:
             self.topic_kind[number] = spec[0]
             self.topic_version[number] = spec[2]
             self.topic_length[number] = spec[3]
-            self.topic_specs[number] = spec
             self.n_topics += 1
         self.last_topic = 0
         self.c_state.length = self.c_source.length = self.c_reason.length = -1
