@@ -1,8 +1,11 @@
-"""The dedup memory: the uuid of each task's latest agent/executor update.
+"""The dedup memory: the uuid of each task's latest agent/executor update, and the key by
+which the log remembers every update it recorded.
 
 Agents re-send an update until it is acknowledged (one outstanding per task), and a re-sent
-update carries the same uuid, so remembering the latest uuid per task is enough to answer
-"already recorded?".
+update carries the same uuid, so the latest uuid per task answers "already recorded?" for
+every re-delivery Mesos makes, from memory. Any other re-delivery (an older update after a
+newer one: a replayed capture, a reordering transport) is found by its `update_key` in the
+log's unique index, written in the same transaction as the update (engine/ledger.py).
 
 Stored as one 24-byte slot per row of the views' TaskIndex (projections/columns.py): a Mesos
 uuid is 16 bytes, which pymesos hands over as 24 characters of base64 text, so the text itself
@@ -12,6 +15,7 @@ else (another length, non-ASCII, a NUL) is kept as is in a small dict, so nothin
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -19,6 +23,21 @@ from projections.columns import TaskIndex
 from projections.snapshots import SnapshotError
 
 WIDTH = 24  # len(base64 of 16 bytes)
+
+
+def update_key(task_id: str, uuid: str) -> bytes:
+    """The idempotency key of an agent update in the log's ``unique`` database: every
+    update ever recorded has one (engine/store.py), so a re-delivery of ANY earlier update,
+    not only the latest, is found. A 128-bit digest of (task, uuid): fixed-size keys well
+    under LMDB's limit whatever the task id's length."""
+    return (
+        b"u"
+        + hashlib.blake2b(
+            f"{task_id}\0{uuid}".encode("utf-8", "surrogatepass"), digest_size=16
+        ).digest()
+    )
+
+
 _EMPTY = bytes(WIDTH)
 
 

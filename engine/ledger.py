@@ -30,12 +30,14 @@ from eventsourcing.persistence import StoredEvent
 
 from engine import saga as _saga
 from engine.codec import frame
+from engine.dedup import update_key
 from engine.events import (
     DispatchResumed,
     FrameworkDisconnected,
     FrameworkRegistered,
     FrameworkReregistered,
     KillRequested,
+    StatusUpdateReceived,
     TaskAssigned,
     TaskCreated,
     status_from_mesos,
@@ -52,7 +54,7 @@ from engine.outbox import Dispatcher, DispatchPlan, DispatchReport, PendingComma
 from engine.outbox import pending as _pending
 from engine.outbox import plan as _plan_dispatch
 from engine.saga import SagaConfig, SagaState
-from engine.store import LMDBDatastore, LogOpenError
+from engine.store import UNIQUE_UPTO, DuplicateKey, LMDBDatastore, LogOpenError
 from projections import snapshots
 from projections.drift_view import Drift, Views
 
@@ -90,6 +92,8 @@ class Ledger(LogReader):
         self._saga_lock = threading.RLock()
         self.saga_config = SagaConfig()
         self._state = self.load(None)
+        self._unique = datastore.db("unique")
+        self._index_update_keys()
         # Told of every append (latency, kinds) and commit (batch size): tools.metrics.Metrics.
         self.observer: Any = None
         datastore.after_commit = self._after_commit
@@ -163,24 +167,59 @@ class Ledger(LogReader):
         """Records a Mesos v1 TaskStatus dict exactly as pymesos delivers it.
 
         Returns the notification id once the update is durable (safe to acknowledge), or
-        None if it is a re-delivery of an update already recorded (same uuid): that
-        changes nothing and should be acknowledged again. A malformed status raises a
-        ``MalformedStatus`` (a ValueError) naming the field; nothing is written.
+        None if it is a re-delivery of an update already recorded (same task and uuid, the
+        latest or any earlier one): that changes nothing and should be acknowledged again.
+        A malformed status raises a ``MalformedStatus`` (a ValueError) naming the field;
+        nothing is written.
         """
         event = status_from_mesos(status, time=self._now(time))
-        key = None if event.uuid is None else (event.task_id, event.uuid)
-        if key is not None:
-            with self._dedup_lock:
-                last = self._state.last_uuid.get(event.task_id)
-                if key in self._inflight or last == event.uuid:
-                    return None
-                self._inflight.add(key)
-        try:
+        if event.uuid is None:  # a master's answer: no identity to repeat
             return self._append_one(event)
+        key = (event.task_id, event.uuid)
+        with self._dedup_lock:
+            # The task's latest update (what agents re-send) is known without a lookup;
+            # one being appended by another thread is a re-delivery too.
+            if key in self._inflight or self._state.last_uuid.get(event.task_id) == event.uuid:
+                return None
+            self._inflight.add(key)
+        try:
+            return self.append((event,), unique_keys=(update_key(*key),))[0]
+        except DuplicateKey:
+            return None  # an older update, recorded before: the log's unique index knew it
         finally:
-            if key is not None:
-                with self._dedup_lock:
-                    self._inflight.discard(key)
+            with self._dedup_lock:
+                self._inflight.discard(key)
+
+    def update_recorded(self, task_id: str, uuid: str) -> bool:
+        """Whether the update of ``task_id`` with ``uuid`` is in the log (any of them, not
+        only the latest)."""
+        key = update_key(task_id, uuid)
+        return self._store.read(lambda txn: txn.get(key, db=self._unique)) is not None
+
+    def _index_update_keys(self) -> None:
+        """Adds the unique keys of updates appended without one (by a build before the
+        index, or after the last keyed batch): the index then covers the whole log."""
+        stored = self._store.read(lambda txn: txn.get(UNIQUE_UPTO, db=self._unique))
+        first = 1 if stored is None else int.from_bytes(stored, "big") + 1
+        last = self.last_id
+        if first > last:
+            return
+        items: list[tuple[bytes, bytes]] = []
+        for nid, event in self.events(first, last):
+            if type(event) is StatusUpdateReceived and event.uuid is not None:
+                items.append((update_key(event.task_id, event.uuid), nid.to_bytes(8, "big")))
+            if len(items) >= 100_000:  # in slices: a long log does not sit in memory
+                self._put_update_keys(items, nid)
+                items = []
+        self._put_update_keys(items, last)
+
+    def _put_update_keys(self, items: list[tuple[bytes, bytes]], upto: int) -> None:
+        def put(txn: Any, batch: Any) -> None:
+            # Keys already there (written with their update) are left as they are.
+            txn.cursor(db=self._unique).putmulti(sorted(items), overwrite=False)
+            txn.put(UNIQUE_UPTO, upto.to_bytes(8, "big"), db=self._unique)
+
+        self._store.write(put)
 
     def framework_registered(
         self, framework_id: str, master_id: str, *, time: float | None = None
@@ -200,8 +239,14 @@ class Ledger(LogReader):
         return self._append_one(FrameworkDisconnected(self._now(time), None, master_id))
 
     # -- appending -----------------------------------------------------------------------------
-    def append(self, events: Sequence[NamedTuple]) -> list[int]:
-        """Appends events (engine.events records) durably; returns their ids."""
+    def append(
+        self, events: Sequence[NamedTuple], unique_keys: Sequence[bytes | None] = ()
+    ) -> list[int]:
+        """Appends events (engine.events records) durably; returns their ids.
+
+        ``unique_keys``: none, or one per event (``dedup.update_key`` for an agent update,
+        None for others); if one is already in the log, nothing is written and
+        ``DuplicateKey`` is raised."""
         if not events:
             return []
         started = _time.perf_counter()
@@ -209,7 +254,7 @@ class Ledger(LogReader):
             stored = [
                 StoredEvent(LEDGER_STREAM, None, e.topic, msgpack.packb(to_wire(e))) for e in events
             ]
-        ids = self._store.append(stored, context=events)
+        ids = self._store.append(stored, context=events, unique_keys=unique_keys)
         if self.observer is not None:
             self.observer.observe_append(_time.perf_counter() - started, events)
         return ids

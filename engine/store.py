@@ -100,6 +100,19 @@ class LogFull(OperationalError):
     room (raise LMDB_MAX_MAP_SIZE or free disk space)."""
 
 
+# In the ``unique`` database: the last id of a batch that stored unique keys (a writer that
+# derives keys from events indexes older appends from here on, see engine/ledger.py).
+UNIQUE_UPTO = b"\x00upto"
+
+
+class DuplicateKey(IntegrityError):
+    """An append whose unique key the log already holds: nothing of it was written."""
+
+    def __init__(self, message: str, *, key: bytes) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class DamagedRecord(DataError):
     """A stored record failed its checksum or could not be decoded."""
 
@@ -195,6 +208,7 @@ class _Request:
         "apply",
         "events",
         "context",
+        "unique",
         "size",
         "thread",
         "wake",
@@ -209,10 +223,12 @@ class _Request:
         events: Sequence[StoredEvent] | None,
         size: int,
         context: Any = None,
+        unique: Sequence[bytes | None] = (),
     ) -> None:
         self.apply = apply
         self.events = events
         self.context = context
+        self.unique = unique
         self.size = size
         self.thread = threading.get_ident()
         self.wake = threading.Lock()
@@ -421,7 +437,12 @@ class LMDBDatastore:
         )
 
     # -- writing: group commit ---------------------------------------------------------
-    def append(self, stored_events: Sequence[StoredEvent], context: Any = None) -> list[int]:
+    def append(
+        self,
+        stored_events: Sequence[StoredEvent],
+        context: Any = None,
+        unique_keys: Sequence[bytes | None] = (),
+    ) -> list[int]:
         """Appends events to the application sequence; returns their notification ids
         once they are durable. Concurrent callers share one transaction and one fsync.
 
@@ -429,8 +450,17 @@ class LMDBDatastore:
         single writer's stream whose versions are its positions, assigned inside the
         transaction so that concurrent appenders need not agree on them first.
         ``context`` is handed to the ``after_commit`` hook with the ids.
+
+        ``unique_keys``: none, or one idempotency key (or None) per event, stored in the
+        ``unique`` database (opened with ``db("unique")`` first) in the same transaction,
+        each mapped to its event's id; ``UNIQUE_UPTO`` there then holds the batch's last id.
+        If a key is there already, nothing of this call is written and ``DuplicateKey`` is
+        raised to this caller only (a re-delivered update, say).
         """
-        return self._submit(_Request(None, stored_events, max(1, len(stored_events)), context))
+        if unique_keys and len(unique_keys) != len(stored_events):
+            raise ValueError("unique_keys needs one key (or None) per event")
+        request = _Request(None, stored_events, max(1, len(stored_events)), context, unique_keys)
+        return self._submit(request)
 
     def write(self, apply: Callable[[Any, _Batch], Any], size: int = 1) -> Any:
         """Runs ``apply(txn, batch)`` in a shared, durable write transaction.
@@ -625,13 +655,38 @@ class LMDBDatastore:
             return
         if len(requests) == 1:
             requests[0].result = self.insert(txn, batch, requests[0].events)  # type: ignore[arg-type]
+        else:
+            ids = self.insert(txn, batch, [e for r in requests for e in r.events])  # type: ignore[union-attr]
+            at = 0
+            for r in requests:
+                n = len(r.events)  # type: ignore[arg-type]
+                r.result = ids[at : at + n]
+                at += n
+        self._put_unique(txn, requests)
+
+    def _put_unique(self, txn: Any, requests: list[_Request]) -> None:
+        """Stores the requests' unique keys (-> their event's id); DuplicateKey if one is
+        there already (the batch is then run again, isolated, and only its request fails)."""
+        items = [
+            (key, _U64.pack(nid))
+            for r in requests
+            if r.unique
+            for key, nid in zip(r.unique, r.result, strict=True)
+            if key is not None
+        ]
+        if not items:
             return
-        ids = self.insert(txn, batch, [e for r in requests for e in r.events])  # type: ignore[union-attr]
-        at = 0
-        for r in requests:
-            n = len(r.events)  # type: ignore[arg-type]
-            r.result = ids[at : at + n]
-            at += n
+        db = self.dbs.get("unique")
+        if db is None:
+            raise OperationalError(f"log {self.path}: open db('unique') before appending keys")
+        _, added = txn.cursor(db=db).putmulti(sorted(items), overwrite=False)
+        if added != len(items):
+            # A key already there kept its own id; the ones just added hold ours.
+            known = next((k for k, v in items if txn.get(k, db=db) != v), items[0][0])
+            raise DuplicateKey(
+                f"log {self.path}: unique key {known.hex()} is already recorded", key=known
+            )
+        txn.put(UNIQUE_UPTO, _U64.pack(max(r.result[-1] for r in requests if r.unique)), db=db)
 
     def _run_isolated(self, txn: Any, batch: _Batch, requests: list[_Request]) -> None:
         """Each request in a nested transaction, so a failing one writes nothing and
@@ -642,6 +697,7 @@ class LMDBDatastore:
             try:
                 if r.events is not None:
                     r.result = self.insert(child, batch, r.events)
+                    self._put_unique(child, [r])
                 else:
                     r.result = r.apply(child, batch)  # type: ignore[misc]
             except (IntegrityError, DataError) as e:

@@ -49,11 +49,12 @@ def test_ingest_a_file_then_read_it_back(tmp_path):
         assert ledger.mesos_view.get("b") == "TASK_LOST"
         events = [e for _, e in ledger.events()]
         assert events[0].time == 1714532400.5  # the status's own timestamp
-    # As for Ledger.status_update, a duplicate is a re-send of a task's LATEST update:
-    # ingesting the file again re-appends a's older STAGING (then its RUNNING is new again)
-    # and b's update without uuid, and skips only the final re-send.
+    # Ingesting the file again: every update with a uuid is in the log already (a's older
+    # STAGING too, not only its latest); b's has no uuid (nothing to know it by): appended.
     again = json.loads(run("ingest", str(feed), "--log", log, "--json").stdout)
-    assert (again["appended"], again["duplicates"]) == (3, 1)
+    assert (again["appended"], again["duplicates"]) == (1, 3)
+    with Ledger.open(log) as ledger:
+        assert ledger.mesos_view.get("a") == "TASK_RUNNING"  # no step back to STAGING
 
 
 def test_ingest_from_stdin(tmp_path):

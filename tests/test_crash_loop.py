@@ -324,19 +324,23 @@ def diagnosis(address: str, log: str) -> str:
         )
 
 
-def converge_then_stop(proc: subprocess.Popen, address: str, log: str, what: str) -> None:
+def converge_then_stop(
+    proc: subprocess.Popen, address: str, log: str, what: str, err_path: Any = None
+) -> None:
     try:
         # Generous: a loaded CI machine is slower; a real failure still fails, with a diagnosis.
         wait_until(lambda: converged(address), 90, what=what)
     except TimeoutError:
-        stop_cleanly(proc)
+        stop_cleanly(proc, err_path)
         raise AssertionError(f"no {what}: {diagnosis(address, log)}") from None
-    stop_cleanly(proc)
+    stop_cleanly(proc, err_path)
 
 
-def stop_cleanly(proc: subprocess.Popen) -> None:
+def stop_cleanly(proc: subprocess.Popen, err_path: Any = None) -> None:
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
+    code = proc.wait(30)
+    said = err_path.read_text()[-3000:] if err_path is not None else "(stderr not kept)"
+    assert code == 0, f"taskledger run exited {code} on SIGTERM; stderr: {said}"
 
 
 @pytest.fixture
@@ -366,13 +370,15 @@ def test_run_killed_at_random_moments_loses_no_acknowledged_update(cluster, tmp_
     # Restarted once more and left alone, it converges: each instance runs once, every
     # update is acknowledged, and everything acknowledged is in the log exactly once.
     before = streams(cluster.address)
-    proc = run_scheduler(cluster.address, log)
+    err_path = tmp_path / "stderr"
+    with open(err_path, "wb") as err:
+        proc = run_scheduler(cluster.address, log, err=err)
     try:
         wait_subscribed(cluster.address, before)
     except TimeoutError:
         kill(proc)
         raise
-    converge_then_stop(proc, cluster.address, log, "convergence after the crashes")
+    converge_then_stop(proc, cluster.address, log, "convergence after the crashes", err_path)
     events = check_log(log, "after the crash loop")
     acked = acknowledged(cluster.address)
     logged = logged_updates(events)

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_views import histories
 
 from engine.events import MalformedStatus
@@ -63,6 +64,68 @@ def test_same_update_twice_changes_nothing(tmp_path):
     with Ledger.open(tmp_path / "l") as ledger:
         assert ledger.status_update(update, time=4) is None
         assert ledger.last_id == first
+
+
+def test_any_earlier_update_delivered_again_changes_nothing(tmp_path):
+    # Not only the task's latest: an older update re-sent after a newer one (a replayed
+    # capture, a reordering transport) is found in the log's unique index.
+    staging = status("a", "TASK_STAGING", uuid=b"s" * 16)
+    running = status("a", "TASK_RUNNING", uuid=b"r" * 16)
+    with Ledger.open(tmp_path / "l") as ledger:
+        ledger.task_created("a", job="j", time=1)
+        ledger.task_assigned("a", agent_id="agent-1", time=2)
+        ledger.status_update(staging, time=3)
+        last = ledger.status_update(running, time=4)
+        digest = ledger.digest()
+        assert ledger.status_update(staging, time=5) is None
+        assert (ledger.last_id, ledger.digest()) == (last, digest)
+        assert ledger.mesos_view.get("a") == "TASK_RUNNING"
+        assert ledger.update_recorded("a", staging["uuid"])
+        assert not ledger.update_recorded("b", staging["uuid"])  # per task
+        ledger.snapshot()
+    with Ledger.open(tmp_path / "l") as ledger:  # from the snapshot: the index is the log's
+        assert ledger.status_update(staging, time=6) is None
+        assert ledger.status_update(running, time=6) is None
+        assert ledger.last_id == last
+
+
+def test_a_log_from_before_the_index_is_indexed_on_open(tmp_path):
+    staging = status("a", "TASK_STAGING", uuid=b"s" * 16)
+    with Ledger.open(tmp_path / "l") as ledger:
+        ledger.status_update(staging, time=1)
+        ledger.status_update(status("a", "TASK_RUNNING", uuid=b"r" * 16), time=2)
+        last = ledger.last_id
+        store = ledger.datastore
+        # What an older build left: the updates, no unique index.
+        with store.env.begin(write=True) as txn:
+            txn.drop(store.dbs["unique"], delete=False)
+        assert not ledger.update_recorded("a", staging["uuid"])
+    with Ledger.open(tmp_path / "l") as ledger:
+        assert ledger.update_recorded("a", staging["uuid"])
+        assert ledger.status_update(staging, time=3) is None
+        assert ledger.last_id == last
+
+
+def test_the_same_older_update_from_many_threads_is_recorded_never(tmp_path):
+    old = status("a", "TASK_STAGING", uuid=b"o" * 16)
+    with Ledger.open(tmp_path / "l", durable=False) as ledger:
+        ledger.status_update(old, time=1)
+        last = ledger.status_update(status("a", "TASK_RUNNING", uuid=b"n" * 16), time=2)
+        new = [status(f"t{i}", "TASK_RUNNING", uuid=bytes([i]) * 16) for i in range(8)]
+        results: list[object] = []
+
+        def deliver(update: dict) -> None:
+            results.append(ledger.status_update(update, time=3))
+
+        threads = [threading.Thread(target=deliver, args=(old,)) for _ in range(8)]
+        threads += [threading.Thread(target=deliver, args=(u,)) for u in new]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results.count(None) == 8  # the old one, each time
+        assert ledger.last_id == last + 8  # the new ones, once each
+        assert ledger.mesos_view.get("a") == "TASK_RUNNING"
 
 
 def test_master_answers_are_marked_and_never_deduplicated(tmp_path):
@@ -168,3 +231,35 @@ def test_ledger_replay_equals_rebuild_for_random_histories(tmp_path_factory, his
         assert live == Views.rebuild(list(zip(ids, events, strict=True)))
     with Ledger.open(path, durable=False) as reopened:
         assert reopened.views == Views.rebuild(list(zip(ids, events, strict=True)))
+
+
+_POOL = [
+    status(task, state, uuid=bytes([i]) * 16)
+    for i, (task, state) in enumerate(
+        [("a", "TASK_STAGING"), ("a", "TASK_RUNNING"), ("a", "TASK_FAILED"), ("b", "TASK_RUNNING")]
+    )
+]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(deliveries=st.lists(st.integers(0, len(_POOL) - 1), max_size=12), reopen=st.integers(0, 12))
+def test_each_update_is_recorded_once_whatever_the_order_of_deliveries(
+    tmp_path_factory, deliveries, reopen
+):
+    path = tmp_path_factory.mktemp("dedup") / "l"
+    ledger = Ledger.open(path, durable=False)
+    try:
+        for at, i in enumerate(deliveries):
+            if at == reopen:  # a restart in between: the index is the log's, not memory's
+                ledger.close()
+                ledger = Ledger.open(path, durable=False)
+            nid = ledger.status_update(_POOL[i], time=float(at))
+            assert (nid is None) == (i in deliveries[:at])
+        recorded = [(e.task_id, e.uuid) for _, e in ledger.events()]
+        assert len(recorded) == len(set(deliveries))
+        assert len(set(recorded)) == len(recorded)
+        assert ledger.views == Views.rebuild(ledger.events())
+    finally:
+        ledger.close()

@@ -16,12 +16,15 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from engine import codec
 from engine.store import (
+    UNIQUE_UPTO,
     DamagedRecord,
+    DuplicateKey,
     LMDBApplicationRecorder,
     LMDBDatastore,
     LogFull,
     LogOpenError,
     NewerLog,
+    OperationalError,
 )
 
 
@@ -313,3 +316,56 @@ def test_folder_without_permission(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=os.getcwd())
     assert result.returncode == 3, result.stderr
     assert "permission denied" in result.stdout and str(d) in result.stdout
+
+
+def test_unique_keys_fail_only_the_duplicate_append_of_a_batch(store):
+    store.db("unique")
+    stream = uuid.UUID(int=7)
+    assert store.append(
+        [_event(stream, None), _event(stream, None)], unique_keys=[b"k1", None]
+    ) == [
+        1,
+        2,
+    ]
+    results: dict[int, object] = {}
+    start = threading.Barrier(8)
+
+    def writer(n: int) -> None:
+        start.wait()
+        key = b"k1" if n % 2 else b"n%d" % n  # the odd ones repeat k1
+        try:
+            results[n] = store.append([_event(stream, None)], unique_keys=[key])
+        except DuplicateKey as e:
+            results[n] = e
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for n, outcome in results.items():
+        if n % 2:
+            assert isinstance(outcome, DuplicateKey) and outcome.key == b"k1"
+            assert b"6b31" in str(outcome).encode()  # the key, in hex
+        else:
+            assert isinstance(outcome, list) and len(outcome) == 1
+    recorder = LMDBApplicationRecorder(store)
+    assert [nid for nid, _ in recorder.scan()] == [1, 2, 3, 4, 5, 6]  # nothing of the dups
+
+    def read(txn):
+        db = store.dbs["unique"]
+        return {k: int.from_bytes(v, "big") for k, v in txn.cursor(db=db)}
+
+    index = store.read(read)
+    assert index[b"k1"] == 1  # each key -> its own event's id
+    assert sorted(index[b"n%d" % n] for n in range(0, 8, 2)) == [3, 4, 5, 6]
+    assert index[UNIQUE_UPTO] == 6
+
+
+def test_unique_keys_are_checked(store):
+    stream = uuid.UUID(int=7)
+    with pytest.raises(ValueError, match="one key"):
+        store.append([_event(stream, None)], unique_keys=[b"a", b"b"])
+    with pytest.raises(OperationalError, match="unique"):
+        store.append([_event(stream, None)], unique_keys=[b"a"])  # db("unique") not opened
+    assert LMDBApplicationRecorder(store).max_notification_id() is None

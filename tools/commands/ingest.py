@@ -3,8 +3,9 @@
 Each line is a TaskStatus as Mesos and pymesos give it (a uuid is optional), or a v1
 scheduler event carrying one (``{"type": "UPDATE", "update": {"status": {...}}}``). Lines are
 validated as the Ledger validates a live update, and appended in batches (group commit: one
-durable transaction per batch). A re-sent update (same task and uuid as the task's latest)
-is counted as a duplicate and not appended, exactly as ``Ledger.status_update`` does.
+durable transaction per batch). An update already in the log or earlier in the input (same
+task and uuid) is counted as a duplicate and not appended, as ``Ledger.status_update``
+does, so ingesting the same file twice appends nothing the second time.
 The event time is the status's own ``timestamp`` when it has one, else the time of ingest.
 """
 
@@ -18,6 +19,7 @@ from typing import IO, Any
 import click
 from eventsourcing.persistence import OperationalError
 
+from engine.dedup import update_key
 from engine.events import MalformedStatus, StatusUpdateReceived, status_from_mesos
 from tools.commands.common import (
     CommandError,
@@ -107,16 +109,16 @@ def ingest_command(file: str, skip_bad: bool, batch: int, log_path: str, as_json
     try:
         with open_writer(log_path) as ledger:
             path = ledger.path
-            # The dedup memory (task -> uuid of its latest update), as the Ledger keeps it.
-            last_uuid = dict(ledger.state_as_of(ledger.last_id).last_uuid)
             pending: list[StatusUpdateReceived] = []
             pending_lines: list[int] = []  # the line number of each pending event
+            pending_keys: list[bytes | None] = []  # its unique key (dedup.update_key)
+            batch_keys: set[bytes] = set()  # the pending batch's: not in the log yet
 
             def flush() -> None:
                 if not pending:
                     return
                 try:
-                    ids.extend(ledger.append(pending))
+                    ids.extend(ledger.append(pending, unique_keys=pending_keys))
                 except OperationalError as e:
                     # The log is full (LogFull: map or disk) or cannot be written: nothing of
                     # this batch was written, everything before it is durable.
@@ -129,6 +131,8 @@ def ingest_command(file: str, skip_bad: bool, batch: int, log_path: str, as_json
                 counts["appended"] += len(pending)
                 pending.clear()
                 pending_lines.clear()
+                pending_keys.clear()
+                batch_keys.clear()
 
             for number, raw in enumerate(stream, start=1):
                 counts["lines"] += 1
@@ -148,13 +152,15 @@ def ingest_command(file: str, skip_bad: bool, batch: int, log_path: str, as_json
                 if event is None:
                     counts["blank"] += 1
                     continue
-                if event.uuid is not None:
-                    if last_uuid.get(event.task_id) == event.uuid:
+                key = None if event.uuid is None else update_key(event.task_id, event.uuid)
+                if key is not None:
+                    if key in batch_keys or ledger.update_recorded(event.task_id, event.uuid):
                         counts["duplicates"] += 1
                         continue
-                    last_uuid[event.task_id] = event.uuid
+                    batch_keys.add(key)
                 pending.append(event)
                 pending_lines.append(number)
+                pending_keys.append(key)
                 if len(pending) >= batch:
                     flush()
             flush()
