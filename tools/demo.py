@@ -252,7 +252,23 @@ def audit(console: Console, log: str, digest_file: str) -> bool:
         f"audit: replayed {count:,} events in {seconds:.2f} s; live state digest "
         f"{live[:12]} {'==' if same else '!='} replay {replayed[:12]}"
     )
+    show_views(console, state.views)
     return same
+
+
+def show_views(console: Console, views: Any) -> None:
+    """The two views and the drift view as the log leaves them: tasks by state, and the
+    disagreements by cell of the reconciliation table."""
+    scheduler = Counter(r.state for r in views.scheduler.tasks.values())
+    mesos = Counter(r.state for r in views.mesos.tasks.values())
+    drift = Counter(d.cell.label for d in views.drift.drift())
+
+    def counts(counter: Counter) -> str:
+        return ", ".join(f"{name} {n}" for name, n in counter.most_common()) or "-"
+
+    console.print(f"scheduler view: {counts(scheduler)}")
+    console.print(f"Mesos view: {counts(mesos)}")
+    console.print(f"drift: {sum(drift.values())} task(s){': ' + counts(drift) if drift else ''}")
 
 
 def main(
