@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from engine import codec
 from engine.events import StatusUpdateReceived, TaskAssigned, TaskCreated
-from engine.ledger_state import STREAM_WIRE, LedgerState, decode_records
+from engine.ledger_state import _CURRENT_WIRE, STREAM_WIRE, LedgerState, decode_records
 from engine.store import LMDBApplicationRecorder
 from projections import drift_view, mesos_view, scheduler_view
 from projections.drift_view import Views
@@ -39,23 +39,7 @@ CHUNK = 20_000  # records per read transaction
 # The wire layouts the kernel reads by position: a schema change must update it (it would
 # otherwise misread fields), and this says so at import.
 _LAYOUTS = {
-    StatusUpdateReceived: (
-        "time",
-        "causation",
-        "task_id",
-        "state",
-        "agent_id",
-        "executor_id",
-        "source",
-        "reason",
-        "message",
-        "timestamp",
-        "uuid",
-        "healthy",
-        "labels",
-        "is_reconciliation_answer",
-        "extra",
-    ),
+    StatusUpdateReceived: drift_view.STATUS_FIELDS,  # read positionally by Views.apply too
     TaskCreated: ("time", "causation", "task_id", "job", "instance", "extra"),
     TaskAssigned: ("time", "causation", "task_id", "agent_id", "extra"),
 }
@@ -67,8 +51,6 @@ _FAST_KIND = {StatusUpdateReceived: 1, TaskCreated: 2, TaskAssigned: 3}
 
 def _tables() -> dict[str, Any]:
     """Every table the kernel uses, from the module that owns it."""
-    from engine.ledger_state import _CURRENT_WIRE
-
     sched, mesos = scheduler_view, mesos_view
     w = len(sched.STATES)
     kind, state, effects, failures = (array("B", bytes(2 * w * w)) for _ in range(4))

@@ -413,9 +413,10 @@ def evolve(view: DriftView, notification_id: int, event: Any) -> DriftView:
     return view
 
 
-# Views.apply unpacks a status update positionally (the fastest read of a tuple): a schema
-# change must update it, and this says so at import rather than misreading fields.
-assert StatusUpdateReceived._fields == (
+# Views.apply unpacks a status update positionally (the fastest read of a tuple), and so
+# does the replay kernel (engine/replay.py): a schema change must update both, and this says
+# so at import rather than misreading fields.
+STATUS_FIELDS = (
     "time",
     "causation",
     "task_id",
@@ -431,7 +432,10 @@ assert StatusUpdateReceived._fields == (
     "labels",
     "is_reconciliation_answer",
     "extra",
-), "StatusUpdateReceived changed: update the unpacking in Views.apply"
+)
+assert StatusUpdateReceived._fields == STATUS_FIELDS, (
+    "StatusUpdateReceived changed: update the unpacking in Views.apply and engine/replay.py"
+)
 
 
 class Views:

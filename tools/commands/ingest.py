@@ -5,7 +5,8 @@ scheduler event carrying one (``{"type": "UPDATE", "update": {"status": {...}}}`
 validated as the Ledger validates a live update, and appended in batches (group commit: one
 durable transaction per batch). An update already in the log or earlier in the input (same
 task and uuid) is counted as a duplicate and not appended, as ``Ledger.status_update``
-does, so ingesting the same file twice appends nothing the second time.
+does, so ingesting the same file twice appends, the second time, only the updates without
+a uuid (nothing tells two of those apart).
 The event time is the status's own ``timestamp`` when it has one, else the time of ingest.
 """
 
