@@ -153,6 +153,11 @@ FINAL: frozenset[str] = frozenset(
 NOT_STORED: frozenset[str] = frozenset(
     name for name, info in BY_NAME.items() if not info.stored_by_master
 )
+# "Alive": what the master holds as not over (staging, starting, running, killing,
+# unreachable): a task in one of these may be doing work.
+ALIVE: frozenset[str] = frozenset(
+    name for name, info in BY_NAME.items() if not info.terminal and info.stored_by_master
+)
 
 
 def parse_state(name: object) -> TaskState:

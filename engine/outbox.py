@@ -27,7 +27,11 @@ read-only question, and it lets a dry run see what it would do); the blast-radiu
 halts every command but RECONCILE when more than `breaker_share` of the tasks would be killed
 or lost within `breaker_window` (Singularity's disaster detection), records why
 (DispatchHalted), and holds until an operator resumes (DispatchResumed, which approves the
-commands pending at that moment); kills are rate limited.
+commands pending at that moment); kills are rate limited. A kill counts for the breaker only
+if Mesos last reported its task alive (staging, starting, running, killing, unreachable): a
+kill of a task Mesos already reported lost, gone, finished or unknown (Aurora's kill on
+ASSIGNED -> LOST, say, after a scheduler crash) destroys nothing, and a crash-looping
+scheduler must not halt itself on them.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from engine.events import (
     TaskMarkedLost,
 )
 from engine.lifecycle import TERMINAL, ScheduleStatus
+from engine.mesos_states import ALIVE
 from engine.rules import COMMANDS, CommandKind
 
 _KILL = CommandKind.KILL.value
@@ -182,7 +187,7 @@ def _time_of(item: Any) -> float:
     return item[0] if isinstance(item, tuple) else item
 
 
-def _dispatched(box: Outbox, nid: int, e: CommandDispatched) -> None:
+def _dispatched(box: Outbox, nid: int, e: CommandDispatched, views: Any = None) -> None:
     rec = box.commands.get(e.command_id)
     if rec is None:
         return
@@ -192,8 +197,14 @@ def _dispatched(box: Outbox, nid: int, e: CommandDispatched) -> None:
     if rec.kind == _KILL:
         box.kill_times.append(e.time)
         _trim(box.kill_times, e.time)
-        box.destructive.append((e.time, rec.task_id or ""))
-        _trim(box.destructive, e.time)
+        if views is None or alive(views, rec.task_id):
+            box.destructive.append((e.time, rec.task_id or ""))
+            _trim(box.destructive, e.time)
+
+
+def alive(views: Any, task_id: str | None) -> bool:
+    """Whether Mesos last reported the task alive: what a kill of it would destroy."""
+    return task_id is not None and views.mesos.get(task_id) in ALIVE
 
 
 def _failed(box: Outbox, nid: int, e: CommandFailed) -> None:
@@ -256,11 +267,15 @@ HANDLERS: dict[type, Callable[[Outbox, int, Any], None]] = {
 }
 
 
-def evolve(box: Outbox, nid: int, event: Any) -> Outbox:
-    """Apply one event (in place) and return the outbox."""
-    handler = HANDLERS.get(type(event))
-    if handler is not None:
-        handler(box, nid, event)
+def evolve(box: Outbox, nid: int, event: Any, views: Any = None) -> Outbox:
+    """Apply one event (in place) and return the outbox. ``views`` (which already include
+    the event) tell whether a dispatched kill counts for the breaker (see ``alive``)."""
+    if type(event) is CommandDispatched:
+        _dispatched(box, nid, event, views)
+    else:
+        handler = HANDLERS.get(type(event))
+        if handler is not None:
+            handler(box, nid, event)
     box.last_nid = nid
     return box
 
@@ -373,7 +388,10 @@ def plan(box: Outbox, views: Any, now: float, config: DispatchConfig) -> Dispatc
         candidates = {
             r.task_id or ""
             for r in due
-            if r.kind in _DESTRUCTIVE and not r.dry_run and r.command_id > box.approved_upto
+            if r.kind in _DESTRUCTIVE
+            and not r.dry_run
+            and r.command_id > box.approved_upto
+            and (r.kind != _KILL or alive(views, r.task_id))
         }
         if candidates:
             since = now - config.breaker_window

@@ -245,7 +245,7 @@ _HANDLERS = {
 def evolve(state: SagaState, nid: int, event: Any, views: Views) -> SagaState:
     """Apply one event (in place) and return the state. `views` must already include it."""
     rc.evolve(state.runs, nid, event, views)
-    outbox_evolve(state.outbox, nid, event)
+    outbox_evolve(state.outbox, nid, event, views)
     handler = _HANDLERS.get(type(event))
     if handler is not None:
         handler(state, nid, event, views)

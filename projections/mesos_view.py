@@ -32,14 +32,10 @@ from engine.events import (
     FrameworkReregistered,
     StatusUpdateReceived,
 )
+from engine.mesos_states import ALIVE as _ALIVE  # updates that claim the task is alive
 from engine.mesos_states import BY_NAME as MESOS_STATES
 from engine.mesos_states import FINAL, NOT_STORED
 from projections.columns import RowRecords, TaskIndex, cells
-
-# Updates that claim the task is alive (non-terminal and stored by the master).
-_ALIVE: frozenset[str] = frozenset(
-    name for name, info in MESOS_STATES.items() if not info.terminal and info.stored_by_master
-)
 
 
 @dataclass(slots=True)

@@ -171,6 +171,32 @@ def test_blast_radius_breaker_halts_until_an_operator_resumes(ledger):
     assert sorted(c.task_id for c in sent) == ["rogue/0", "web/0", "web/1", "web/2"]
 
 
+def test_kills_of_tasks_mesos_does_not_run_do_not_count_for_the_breaker(ledger):
+    # After a scheduler crash: tasks assigned but never launched (or reported lost) are
+    # killed (Aurora's kill on ASSIGNED -> LOST), which destroys nothing on the cluster.
+    ledger.saga_config = SagaConfig(dispatch=DispatchConfig(breaker_min=3))
+    running(ledger, 10)
+    ghosts = [f"ghost/{i}" for i in range(6)]
+    for i, task in enumerate(ghosts):
+        ledger.task_created(task, job="ghost", instance=i, time=1)
+        ledger.task_assigned(task, agent_id="a1", time=1)
+    ledger.status_update(status("ghost/5", "TASK_LOST"), time=1)
+    for task in ghosts:
+        ledger.kill_requested(task, time=2)
+    ledger.tick(now=2)
+    sent = []
+    report = ledger.dispatch(sent.append, now=2)
+    assert not report.halted and topics(ledger, "DispatchHalted") == []
+    assert sorted(c.task_id for c in sent if c.kind == "KILL") == ghosts
+    # Kills of running tasks still count, and the ghosts' kills did not make them cheaper.
+    for task in ("web/0", "web/1", "web/2", "web/3"):
+        ledger.kill_requested(task, time=3)
+    ledger.tick(now=3)
+    assert ledger.dispatch(sent.append, now=3).halted
+    (halted,) = topics(ledger, "DispatchHalted")
+    assert halted.affected == 4
+
+
 def test_breaker_does_not_trip_for_a_normal_share(ledger):
     ledger.saga_config = SagaConfig(dispatch=DispatchConfig(breaker_min=1))
     running(ledger, 10)
