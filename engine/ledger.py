@@ -244,17 +244,31 @@ class Ledger(LogReader):
     ) -> list[int]:
         """Appends events (engine.events records) durably; returns their ids.
 
-        ``unique_keys``: none, or one per event (``dedup.update_key`` for an agent update,
-        None for others); if one is already in the log, nothing is written and
-        ``DuplicateKey`` is raised."""
+        ``unique_keys`` (one per event, None for events without one) are enforced: if one
+        is in the log already, nothing of this call is written and ``DuplicateKey`` is
+        raised (status_update and ingest pass ``dedup.update_key``s). Without them, every
+        agent update (a StatusUpdateReceived with a uuid) still has its key recorded, not
+        enforced: appending is recording facts, and the log's unique index then holds every
+        update's key, whichever way it was appended."""
         if not events:
             return []
+        enforce = bool(unique_keys)
+        if not enforce:
+            keys = [
+                update_key(e.task_id, e.uuid)
+                if type(e) is StatusUpdateReceived and e.uuid is not None
+                else None
+                for e in events
+            ]
+            unique_keys = keys if any(keys) else ()
         started = _time.perf_counter()
         with self._packer_lock:
             stored = [
                 StoredEvent(LEDGER_STREAM, None, e.topic, msgpack.packb(to_wire(e))) for e in events
             ]
-        ids = self._store.append(stored, context=events, unique_keys=unique_keys)
+        ids = self._store.append(
+            stored, context=events, unique_keys=unique_keys, enforce_unique=enforce
+        )
         if self.observer is not None:
             self.observer.observe_append(_time.perf_counter() - started, events)
         return ids

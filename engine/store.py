@@ -209,6 +209,7 @@ class _Request:
         "events",
         "context",
         "unique",
+        "enforce",
         "size",
         "thread",
         "wake",
@@ -224,11 +225,13 @@ class _Request:
         size: int,
         context: Any = None,
         unique: Sequence[bytes | None] = (),
+        enforce: bool = True,
     ) -> None:
         self.apply = apply
         self.events = events
         self.context = context
         self.unique = unique
+        self.enforce = enforce
         self.size = size
         self.thread = threading.get_ident()
         self.wake = threading.Lock()
@@ -442,6 +445,7 @@ class LMDBDatastore:
         stored_events: Sequence[StoredEvent],
         context: Any = None,
         unique_keys: Sequence[bytes | None] = (),
+        enforce_unique: bool = True,
     ) -> list[int]:
         """Appends events to the application sequence; returns their notification ids
         once they are durable. Concurrent callers share one transaction and one fsync.
@@ -455,11 +459,14 @@ class LMDBDatastore:
         ``unique`` database (opened with ``db("unique")`` first) in the same transaction,
         each mapped to its event's id; ``UNIQUE_UPTO`` there then holds the batch's last id.
         If a key is there already, nothing of this call is written and ``DuplicateKey`` is
-        raised to this caller only (a re-delivered update, say).
+        raised to this caller only (a re-delivered update, say); with ``enforce_unique``
+        False the keys are only recorded (a key already there keeps its first id).
         """
         if unique_keys and len(unique_keys) != len(stored_events):
             raise ValueError("unique_keys needs one key (or None) per event")
-        request = _Request(None, stored_events, max(1, len(stored_events)), context, unique_keys)
+        request = _Request(
+            None, stored_events, max(1, len(stored_events)), context, unique_keys, enforce_unique
+        )
         return self._submit(request)
 
     def write(self, apply: Callable[[Any, _Batch], Any], size: int = 1) -> Any:
@@ -665,28 +672,33 @@ class LMDBDatastore:
         self._put_unique(txn, requests)
 
     def _put_unique(self, txn: Any, requests: list[_Request]) -> None:
-        """Stores the requests' unique keys (-> their event's id); DuplicateKey if one is
-        there already (the batch is then run again, isolated, and only its request fails)."""
-        items = [
-            (key, _U64.pack(nid))
-            for r in requests
-            if r.unique
-            for key, nid in zip(r.unique, r.result, strict=True)
-            if key is not None
-        ]
-        if not items:
+        """Stores the requests' unique keys (-> their event's id). An enforcing request's
+        key already there is a DuplicateKey (the batch is then run again, isolated, and
+        only its request fails); a recording request's key already there keeps its id."""
+        keyed = [r for r in requests if r.unique]
+        if not keyed:
             return
         db = self.dbs.get("unique")
         if db is None:
             raise OperationalError(f"log {self.path}: open db('unique') before appending keys")
-        _, added = txn.cursor(db=db).putmulti(sorted(items), overwrite=False)
-        if added != len(items):
-            # A key already there kept its own id; the ones just added hold ours.
-            known = next((k for k, v in items if txn.get(k, db=db) != v), items[0][0])
-            raise DuplicateKey(
-                f"log {self.path}: unique key {known.hex()} is already recorded", key=known
-            )
-        txn.put(UNIQUE_UPTO, _U64.pack(max(r.result[-1] for r in requests if r.unique)), db=db)
+        for enforce in (True, False):
+            items = [
+                (key, _U64.pack(nid))
+                for r in keyed
+                if r.enforce is enforce
+                for key, nid in zip(r.unique, r.result, strict=True)
+                if key is not None
+            ]
+            if not items:
+                continue
+            _, added = txn.cursor(db=db).putmulti(sorted(items), overwrite=False)
+            if enforce and added != len(items):
+                # A key already there kept its own id; the ones just added hold ours.
+                known = next((k for k, v in items if txn.get(k, db=db) != v), items[0][0])
+                raise DuplicateKey(
+                    f"log {self.path}: unique key {known.hex()} is already recorded", key=known
+                )
+        txn.put(UNIQUE_UPTO, _U64.pack(max(r.result[-1] for r in keyed)), db=db)
 
     def _run_isolated(self, txn: Any, batch: _Batch, requests: list[_Request]) -> None:
         """Each request in a nested transaction, so a failing one writes nothing and

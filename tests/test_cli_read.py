@@ -176,6 +176,7 @@ def test_verify_a_sound_log(story_log):
         "records": True,
         "ids": True,
         "index": True,
+        "unique": True,
         "snapshots": True,
         "views": True,
     }

@@ -263,3 +263,23 @@ def test_each_update_is_recorded_once_whatever_the_order_of_deliveries(
         assert ledger.views == Views.rebuild(ledger.events())
     finally:
         ledger.close()
+
+
+def test_append_records_the_keys_of_agent_updates_and_enforces_given_ones(tmp_path):
+    from engine.dedup import update_key
+    from engine.events import status_from_mesos
+    from engine.store import DuplicateKey
+
+    update = status_from_mesos(status("a", "TASK_RUNNING", uuid=b"k" * 16), time=1.0)
+    fresh = status_from_mesos(status("b", "TASK_RUNNING", uuid=b"f" * 16), time=1.0)
+    with Ledger.open(tmp_path / "l", durable=False) as ledger:
+        assert ledger.append([update]) == [1]
+        assert ledger.update_recorded("a", update.uuid)  # keyed without being asked
+        # Appending records facts: the same update again is appended (its key keeps id 1).
+        assert ledger.append([update]) == [2]
+        # Given keys are enforced: one recorded before, and nothing of the call is written.
+        keys = [update_key("b", fresh.uuid), update_key("a", update.uuid)]
+        with pytest.raises(DuplicateKey):
+            ledger.append([fresh, update], unique_keys=keys)
+        assert ledger.last_id == 2 and not ledger.update_recorded("b", fresh.uuid)
+        assert ledger.status_update(status("a", "TASK_RUNNING", uuid=b"k" * 16)) is None

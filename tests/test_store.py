@@ -369,3 +369,14 @@ def test_unique_keys_are_checked(store):
     with pytest.raises(OperationalError, match="unique"):
         store.append([_event(stream, None)], unique_keys=[b"a"])  # db("unique") not opened
     assert LMDBApplicationRecorder(store).max_notification_id() is None
+
+
+def test_recorded_unique_keys_keep_their_first_id_and_refuse_nothing(store):
+    unique = store.db("unique")
+    stream = uuid.UUID(int=7)
+    assert store.append([_event(stream, None)], unique_keys=[b"k"], enforce_unique=False) == [1]
+    assert store.append([_event(stream, None)], unique_keys=[b"k"], enforce_unique=False) == [2]
+    with pytest.raises(DuplicateKey):
+        store.append([_event(stream, None)], unique_keys=[b"k"])
+    index = store.read(lambda txn: dict(txn.cursor(db=unique)))
+    assert index[b"k"] == (1).to_bytes(8, "big") and index[UNIQUE_UPTO] == (2).to_bytes(8, "big")

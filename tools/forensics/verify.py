@@ -1,5 +1,6 @@
-"""Checking a log end to end: every record's checksum, gap-free ids, the index, the
-snapshots, and that the views rebuilt from scratch equal the newest snapshot.
+"""Checking a log end to end: every record's checksum, gap-free ids, the index, the unique
+index of agent updates, the snapshots, and that the views rebuilt from scratch equal the
+newest snapshot.
 
 Reads only. Unlike a replay, it does not stop at the first damaged record: it names every
 one (notification id, key, database, what failed) and goes on.
@@ -14,9 +15,10 @@ from typing import Any, NamedTuple
 import lmdb
 import msgpack
 
-from engine.events import WireError, from_wire
+from engine.dedup import update_key
+from engine.events import StatusUpdateReceived, WireError, from_wire
 from engine.ledger_state import STREAM_WIRE, LedgerState
-from engine.store import DamagedRecord, NewerLog
+from engine.store import UNIQUE_UPTO, DamagedRecord, NewerLog
 from projections import snapshots
 from tools.readonly import ReadOnlyLedger
 
@@ -27,7 +29,7 @@ _CHUNK = 5000
 class Problem(NamedTuple):
     """One thing found wrong."""
 
-    check: str  # "records", "ids", "index", "snapshots", "views"
+    check: str  # "records", "ids", "index", "unique", "snapshots", "views"
     id: int | None  # the notification id concerned, if one
     database: str | None
     key: str | None  # the record's key, hex
@@ -93,6 +95,7 @@ def verify(ledger: ReadOnlyLedger, upto: int | None = None) -> Report:
     rebuilt: LedgerState | None = None  # the state right after compare_at
     expected = 1
     seen: set[bytes] = set()
+    keyed: dict[bytes, int] = {}  # unique key of each agent update -> where it first is
     damaged = 0
     try:
         for key, value in _rows(ledger, upto):
@@ -129,6 +132,8 @@ def verify(ledger: ReadOnlyLedger, upto: int | None = None) -> Report:
                 continue
             report.ledger_events += 1
             state.apply(nid, event)
+            if type(event) is StatusUpdateReceived and event.uuid is not None:
+                keyed.setdefault(update_key(event.task_id, event.uuid), nid)
     except lmdb.Error as e:
         problems.append(Problem("records", None, "notifications", None, f"LMDB: {e}"))
         damaged += 1
@@ -146,8 +151,9 @@ def verify(ledger: ReadOnlyLedger, upto: int | None = None) -> Report:
         )
     )
     _check_index(ledger, seen, upto, report)
+    _check_unique(ledger, keyed, upto, report)
     _check_views(rebuilt, newest, damaged, report)
-    order = ("records", "ids", "index", "snapshots", "views")
+    order = ("records", "ids", "index", "unique", "snapshots", "views")
     report.checks.sort(key=lambda c: order.index(c.name))
     return report
 
@@ -196,6 +202,52 @@ def _check_index(
                 )
             )
     report.checks.append(Check("index", bad == 0, f"{count:,} entries, {bad} dangling"))
+
+
+def _check_unique(
+    ledger: ReadOnlyLedger, keyed: dict[bytes, int], upto: int | None, report: Report
+) -> None:
+    """The unique index (engine/dedup.py update_key -> the id of the update) against the
+    updates in the log: every update up to the index's mark has its key (else a re-delivery
+    of it would be recorded again), and every key points at an update that has it."""
+    store = ledger.datastore
+    db = store.dbs.get("unique")
+    if db is None:
+        report.checks.append(
+            Check("unique", True, "no unique index yet (a Ledger builds it when it opens the log)")
+        )
+        return
+    stored = dict(store.read(lambda txn: list(txn.cursor(db=db))))
+    mark = stored.pop(UNIQUE_UPTO, None)
+    upto_mark = 0 if mark is None else _U64.unpack(mark)[0]
+    bad = 0
+
+    def problem(nid: int | None, key: bytes, what: str) -> None:
+        nonlocal bad
+        bad += 1
+        report.problems.append(Problem("unique", nid, "unique", key.hex(), what))
+
+    for key, nid in keyed.items():
+        if nid <= upto_mark and key not in stored:
+            problem(nid, key, f"the update at id {nid} has no key: a re-delivery would be kept")
+    for key, value in stored.items():
+        nid = _U64.unpack(value)[0] if len(value) == 8 else None
+        if nid is None:
+            problem(None, key, f"holds {value!r}, not a notification id")
+        elif upto is not None and nid > upto:
+            continue
+        elif keyed.get(key) != nid:
+            where = keyed.get(key)
+            problem(
+                nid,
+                key,
+                f"points at id {nid}, which holds no update with this key"
+                if where is None
+                else f"points at id {nid}, but the update is first at id {where}",
+            )
+    report.checks.append(
+        Check("unique", bad == 0, f"{len(stored):,} keys, updates up to id {upto_mark}, {bad} bad")
+    )
 
 
 def _check_snapshots(
