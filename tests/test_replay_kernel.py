@@ -115,7 +115,8 @@ def _assert_same(path: str, first: int = 1, last: int | None = None) -> tuple:
     # illegal reports (bytes, so that a NaN read from a record compares equal to itself).
     assert _bytes(k_views) == _bytes(p_views)
     assert k_views.scheduler.illegal_count == p_views.scheduler.illegal_count
-    assert k_views.drift._disagree == p_views.drift._disagree  # derived, not stored
+    # Derived, not stored; compared by repr, as a task id read from a record may be a NaN.
+    assert sorted(map(repr, k_views.drift._disagree)) == sorted(map(repr, p_views.drift._disagree))
     (k_out, k_state), (p_out, p_state) = _both(path, LedgerState, first, last)
     assert k_out == p_out
     assert state_digest(k_state) == state_digest(p_state)
