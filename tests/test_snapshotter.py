@@ -73,14 +73,25 @@ def test_bad_settings_are_refused(tmp_path, every, keep):
 def test_snapshots_while_appending_and_a_restart_folds_only_the_tail(tmp_path, monkeypatch):
     with Ledger.open(tmp_path / "l", durable=False) as ledger:
         snapshotter = Snapshotter(ledger, every=50, keep=2, poll=0.005).start()
-        writers = [threading.Thread(target=_fill, args=(ledger, w * 1000, 150)) for w in range(3)]
+
+        def until(done: Any) -> None:
+            deadline = time.monotonic() + 20
+            while not done() and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+        def writer(w: int) -> None:
+            # Half, then (once a snapshot exists) the other half: a snapshot is taken while
+            # the other writers append, and another one after.
+            _fill(ledger, w * 1000, 75)
+            until(lambda: snapshotter.stats.taken >= 1)
+            _fill(ledger, w * 1000 + 75, 75)
+
+        writers = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
         for w in writers:
             w.start()
         for w in writers:
             w.join()
-        deadline = time.monotonic() + 20
-        while snapshotter.due() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(lambda: not snapshotter.due())
         snapshotter.stop()
         assert snapshotter.stats.taken >= 2 and snapshotter.stats.failed == 0
         stored = [s.nid for s in ledger.snapshots()]
