@@ -28,8 +28,9 @@ from typing import Any
 
 from benchmarks.common import Result, print_table, write_json
 from engine import saga as saga_mod
-from engine.events import StatusUpdateReceived, TaskAssigned, TaskCreated, status_from_mesos
+from engine.events import StatusUpdateReceived, TaskAssigned, TaskCreated
 from engine.ledger import Ledger
+from engine.task_status import status_from_mesos
 
 BATCH = 1000
 SETUP_BATCH = 20_000

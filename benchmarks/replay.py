@@ -42,11 +42,12 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from benchmarks.common import Result, print_table, write_json
 from engine import replay as _replay
 from engine.codec import HEADER_SIZE
-from engine.events import StatusUpdateReceived, TaskAssigned, TaskCreated, from_wire, to_wire
+from engine.events import StatusUpdateReceived, TaskAssigned, TaskCreated
 from engine.ledger import LEDGER_STREAM, Ledger, LedgerState
 from engine.ledger_state import decode_records
 from engine.store import LMDBApplicationRecorder, LMDBDatastore
-from projections.drift_view import Views
+from engine.wire import from_wire, to_wire
+from projections.views import Views
 
 _LIFECYCLE = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING")
 _ENDINGS = ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST")

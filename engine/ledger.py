@@ -31,6 +31,7 @@ from eventsourcing.persistence import StoredEvent
 from engine import saga as _saga
 from engine.codec import frame
 from engine.dedup import update_key
+from engine.dispatcher import Dispatcher, DispatchReport
 from engine.events import (
     DispatchResumed,
     FrameworkDisconnected,
@@ -40,8 +41,6 @@ from engine.events import (
     StatusUpdateReceived,
     TaskAssigned,
     TaskCreated,
-    status_from_mesos,
-    to_wire,
 )
 from engine.ledger_state import (  # noqa: F401  (re-exported: the Ledger's public names)
     LEDGER_STREAM,
@@ -50,13 +49,16 @@ from engine.ledger_state import (  # noqa: F401  (re-exported: the Ledger's publ
     state_digest,
 )
 from engine.log_reader import LogReader, snapshot_key
-from engine.outbox import Dispatcher, DispatchPlan, DispatchReport, PendingCommand
+from engine.outbox import DispatchPlan, PendingCommand
 from engine.outbox import pending as _pending
 from engine.outbox import plan as _plan_dispatch
 from engine.saga import SagaConfig, SagaState
 from engine.store import UNIQUE_UPTO, DuplicateKey, LMDBDatastore, LogOpenError
+from engine.task_status import status_from_mesos
+from engine.wire import to_wire
 from projections import snapshots
-from projections.drift_view import Drift, Views
+from projections.drift_view import Drift
+from projections.views import Views
 
 _LOCK_FILE = "ledger.lock"
 

@@ -19,11 +19,12 @@ import msgpack
 from engine import dedup, saga_snapshot
 from engine import saga as _saga
 from engine.dedup import LastUuids
-from engine.events import EVENT_KINDS, StatusUpdateReceived, WireError, from_wire
+from engine.events import EVENT_KINDS, StatusUpdateReceived
 from engine.saga import SagaState
 from engine.store import DamagedRecord
+from engine.wire import WireError, from_wire
 from projections import snapshots
-from projections.drift_view import Views
+from projections.views import Views
 
 # The originator id of the Ledger's stream in the log.
 LEDGER_STREAM = _uuid.UUID("5a5d6c1e-7a5c-4c1e-9d9e-000000000001")

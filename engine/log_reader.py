@@ -13,7 +13,6 @@ from typing import Any, NamedTuple
 import msgpack
 
 from engine.codec import CodecError, unframe
-from engine.events import from_wire
 from engine.ledger_state import (
     STREAM_WIRE,
     LedgerState,
@@ -22,8 +21,9 @@ from engine.ledger_state import (
 )
 from engine.replay import Replayed, replay
 from engine.store import DamagedRecord, LMDBApplicationRecorder, LMDBDatastore
+from engine.wire import from_wire
 from projections import snapshots
-from projections.drift_view import Views
+from projections.views import Views
 
 SNAPSHOTS_DB = "snapshots"
 

@@ -1,13 +1,13 @@
-"""The outbox: commands issued and not yet carried out, and the dispatcher that carries them out.
+"""The outbox: commands issued and not yet carried out (pure; engine/dispatcher.py sends them).
 
 Every command is first a CommandIssued event in the log (its id is that event's notification
 id); nothing acts on the cluster before. `Outbox` is the view of those commands, evolved from
 CommandIssued / CommandDispatched / CommandFailed / CommandConfirmed / CommandCancelled and the
 breaker's DispatchHalted / DispatchResumed: pure, and equal to a rebuild from the log.
 
-The dispatcher takes the pending commands (`plan`, pure), hands the remote ones to a `send`
-callable supplied by the caller (the pymesos adapter; a fake or the simulated master in
-tests), applies the local ones, and records the outcome. Crash safety, command by command
+The dispatcher (engine/dispatcher.py) takes the pending commands (`plan`, here), hands the
+remote ones to a `send` callable supplied by the caller (the pymesos adapter; the simulated
+master in tests), applies the local ones, and records the outcome. Crash safety, command by command
 (engine/rules.py COMMANDS says which kind is which):
 
 - Remote commands (KILL, RECONCILE) are sent, then CommandDispatched is appended. A crash in
@@ -36,8 +36,7 @@ scheduler must not halt itself on them.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -435,77 +434,3 @@ def plan(box: Outbox, views: Any, now: float, config: DispatchConfig) -> Dispatc
         else:
             local.append(_local_effect(rec, views, now))
     return DispatchPlan(halt, remote, local, held)
-
-
-# --- the dispatcher (the imperative part) ------------------------------------------------------
-
-
-class DispatchReport(NamedTuple):
-    """What one dispatch did (command ids)."""
-
-    dispatched: list[int]
-    failed: list[int]
-    applied: list[int]  # local commands carried out (and confirmed)
-    held: list[tuple[int, str]]
-    halted: bool
-
-
-class Dispatcher:
-    """Takes pending commands, sends the remote ones through `send(command)`, applies the local
-    ones, and records CommandDispatched / CommandFailed / CommandConfirmed.
-
-    `plan_at(now)` returns the DispatchPlan (engine/outbox.plan over the current state),
-    `failures_of(command_id)` how often sending it failed, `append` appends events durably.
-    The Ledger builds one with `Ledger.dispatcher(send)`.
-    """
-
-    def __init__(
-        self,
-        plan_at: Callable[[float], DispatchPlan],
-        append: Callable[[Sequence[Any]], list[int]],
-        send: Callable[[PendingCommand], object],
-        *,
-        config: DispatchConfig,
-        failures_of: Callable[[int], int],
-        lock: threading.Lock | threading.RLock | None = None,
-    ) -> None:
-        self._plan_at = plan_at
-        self._append = append
-        self._send = send
-        self._config = config
-        self._failures_of = failures_of
-        self._lock = lock or threading.Lock()
-
-    def dispatch(self, *, now: float) -> DispatchReport:
-        """One pass over the outbox at `now`. A send that raises is recorded as failed (tried
-        again with backoff); every outcome is appended before this returns, also when a
-        BaseException (e.g. KeyboardInterrupt) stops the pass."""
-        with self._lock:
-            plan_ = self._plan_at(now)
-            events: list[Any] = []
-            dispatched: list[int] = []
-            failed: list[int] = []
-            applied: list[int] = []
-            if plan_.halt is not None:
-                events.append(plan_.halt)
-            try:
-                for command in plan_.remote:
-                    try:
-                        self._send(command)
-                    except Exception as e:  # the driver's problem: record it, retry later
-                        failures = self._failures_of(command.command_id)
-                        wait = min(self._config.retry_cap, self._config.retry_base * 2.0**failures)
-                        events.append(
-                            CommandFailed(now, None, command.command_id, repr(e)[:500], now + wait)
-                        )
-                        failed.append(command.command_id)
-                    else:
-                        events.append(CommandDispatched(now, None, command.command_id))
-                        dispatched.append(command.command_id)
-                for effect in plan_.local:
-                    events.extend(effect)
-                    applied.append(effect[-1].command_id)
-            finally:
-                if events:
-                    self._append(events)
-            return DispatchReport(dispatched, failed, applied, plan_.held, plan_.halt is not None)

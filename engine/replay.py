@@ -21,12 +21,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from engine import codec
+from engine import codec, drift_table
 from engine.events import StatusUpdateReceived, TaskAssigned, TaskCreated
 from engine.ledger_state import _CURRENT_WIRE, STREAM_WIRE, LedgerState, decode_records
 from engine.store import LMDBApplicationRecorder
-from projections import drift_view, mesos_view, scheduler_view
-from projections.drift_view import Views
+from projections import drift_view, mesos_view, scheduler_view, views
+from projections.views import Views
 
 try:
     from engine import _replay_kernel as KERNEL  # noqa: N812
@@ -39,7 +39,7 @@ CHUNK = 20_000  # records per read transaction
 # The wire layouts the kernel reads by position: a schema change must update it (it would
 # otherwise misread fields), and this says so at import.
 _LAYOUTS = {
-    StatusUpdateReceived: drift_view.STATUS_FIELDS,  # read positionally by Views.apply too
+    StatusUpdateReceived: views.STATUS_FIELDS,  # read positionally by Views.apply too
     TaskCreated: ("time", "causation", "task_id", "job", "instance", "extra"),
     TaskAssigned: ("time", "causation", "task_id", "agent_id", "extra"),
 }
@@ -84,7 +84,7 @@ def _tables() -> dict[str, Any]:
         "stale": array("B", mesos.STALE),
         "target_of_mesos": target,
         "cell_at": array("B", drift_view.CELL_AT),
-        "disagrees": array("B", drift_view.DISAGREES),
+        "disagrees": array("B", drift_table.DISAGREES),
         "step_kind": kind,
         "step_state": state,
         "step_effects": effects,

@@ -2,7 +2,7 @@
 
 Each rule has a stable id (it is written into every command it issues, so an audit can answer
 "why was task X killed?" with a rule, its reason and the events it rested on), what it
-matches (a cell of the drift table, projections/drift_view.py, or an observation: a lifecycle
+matches (a cell of the drift table, engine/drift_table.py, or an observation: a lifecycle
 side effect, a timer, a run's round), the commands it issues, and a one-line reason.
 
 engine/saga.py reads the lookup tables at the bottom (DRIFT_RULES, EFFECT_RULES) to pick a

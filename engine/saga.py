@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from engine import reconciliation as rc
+from engine.drift_table import TABLE
 from engine.events import (
     CommandCancelled,
     CommandConfirmed,
@@ -63,7 +64,7 @@ from engine.rules import (
     CommandKind,
     MesosSays,
 )
-from projections.drift_view import TABLE, Views
+from projections.views import Views
 
 _KILL = CommandKind.KILL.value
 _RECONCILE = CommandKind.RECONCILE.value

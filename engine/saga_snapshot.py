@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from engine.events import DispatchHalted, from_wire, to_wire
+from engine.events import DispatchHalted
 from engine.outbox import CommandRecord, Outbox
 from engine.reconciliation import Omitted, Run, Runs
 from engine.saga import KillTrack, Obligation, SagaState
+from engine.wire import from_wire, to_wire
 from projections.snapshots import SnapshotError
 
 _RUN_FIELDS = tuple(f.name for f in fields(Run))

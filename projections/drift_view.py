@@ -1,28 +1,28 @@
 """The drift view: where each task sits in the reconciliation table, kept up to date.
 
-The table (reference/reconciliation.md) is DATA below: rows are what Mesos holds, columns what
-the scheduler holds; each cell is consistent or names the reconciliation that finds it.
-
-How a task gets its row and column, and why:
-- Mesos row: "absent" if Mesos never spoke of the task OR its latest answer is TASK_UNKNOWN
-  (the master holds no state for it); "terminal" if Mesos's latest state is terminal
-  (including the resurrectable TASK_LOST / TASK_GONE_BY_OPERATOR); else "non-terminal"
-  (STAGING, STARTING, RUNNING, KILLING, UNREACHABLE).
-- Scheduler column: "non-terminal" for the launched, live states (lifecycle.RECONCILED: what
-  an explicit reconciliation asks about); "terminal" for lifecycle.TERMINAL; "absent" for a
-  task the scheduler does not know, has DELETED, or has not launched yet (INIT, THROTTLED,
-  PENDING): for those it claims nothing about the cluster, so Mesos knowing them is the
-  drift (found by implicit reconciliation), and Mesos not knowing them is consistent.
-- A task placed in a disagreeing cell records `since`: the notification id at which it
-  entered THAT cell (moving to another disagreeing cell resets it).
+The table itself (rows, columns, cells, who finds each) is engine/drift_table.py's. This view
+files every task in its cell as the scheduler and Mesos views move it; a task placed in a
+disagreeing cell records `since`: the notification id at which it entered THAT cell (moving to
+another disagreeing cell resets it). The three views evolved together are projections/views.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from enum import StrEnum
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
+from engine.drift_table import (
+    CELL_CODE,
+    CELLS,
+    DISAGREES,
+    MESOS_ROW,
+    SCHEDULER_COLUMN,
+    TABLE,
+    Cell,
+    FoundBy,
+    H,
+    Holds,
+)
 from engine.events import (
     KillRequested,
     StatusUpdateReceived,
@@ -30,77 +30,11 @@ from engine.events import (
     TaskCreated,
     TaskMarkedLost,
 )
-from engine.lifecycle import RECONCILED, TERMINAL, ScheduleStatus
-from engine.mesos_states import BY_NAME as MESOS_STATES
 from projections import mesos_view as _mesos
 from projections import scheduler_view as _scheduler
 from projections.columns import cells
-from projections.mesos_view import STATE_CODE as MESOS_CODE
 from projections.mesos_view import MesosView
-from projections.scheduler_view import TARGET_OF_MESOS, SchedulerView
-
-
-class Holds(StrEnum):
-    """What one side holds for a task: a row or a column of the table."""
-
-    NON_TERMINAL = "non-terminal"
-    TERMINAL = "terminal"
-    ABSENT = "absent"
-
-
-class FoundBy(StrEnum):
-    """Which reconciliation reveals a cell's disagreement (or that there is none)."""
-
-    CONSISTENT = "consistent"
-    EXPLICIT = "explicit"
-    IMPLICIT = "implicit"
-
-
-class Cell(NamedTuple):
-    """A cell of the table: (what Mesos holds, what the scheduler holds)."""
-
-    mesos: Holds
-    scheduler: Holds
-
-    @property
-    def label(self) -> str:
-        """E.g. "non-terminal/absent" (Mesos first)."""
-        return f"{self.mesos}/{self.scheduler}"
-
-
-H = Holds
-# THE table: (Mesos holds, scheduler holds) -> who finds it.
-TABLE: dict[Cell, FoundBy] = {
-    Cell(H.NON_TERMINAL, H.NON_TERMINAL): FoundBy.CONSISTENT,
-    Cell(H.NON_TERMINAL, H.TERMINAL): FoundBy.IMPLICIT,
-    Cell(H.NON_TERMINAL, H.ABSENT): FoundBy.IMPLICIT,
-    Cell(H.TERMINAL, H.NON_TERMINAL): FoundBy.EXPLICIT,
-    Cell(H.TERMINAL, H.TERMINAL): FoundBy.CONSISTENT,
-    Cell(H.TERMINAL, H.ABSENT): FoundBy.CONSISTENT,
-    Cell(H.ABSENT, H.NON_TERMINAL): FoundBy.EXPLICIT,
-    Cell(H.ABSENT, H.TERMINAL): FoundBy.CONSISTENT,
-    Cell(H.ABSENT, H.ABSENT): FoundBy.CONSISTENT,
-}
-
-# State name -> row / column, as plain str keys (cheap lookups on the replay path).
-MESOS_ROW: dict[str, Holds] = {
-    name: H.ABSENT
-    if not info.stored_by_master
-    else (H.TERMINAL if info.terminal else H.NON_TERMINAL)
-    for name, info in MESOS_STATES.items()
-}
-SCHEDULER_COLUMN: dict[str, Holds] = {
-    state.value: H.NON_TERMINAL
-    if state in RECONCILED
-    else (H.TERMINAL if state in TERMINAL else H.ABSENT)
-    for state in ScheduleStatus
-}
-
-
-# Cell code -> Cell (code 0: neither view knows the task), and whether it is a disagreement.
-CELLS: tuple[Cell | None, ...] = (None, *TABLE)
-CELL_CODE: dict[Cell, int] = {cell: code for code, cell in enumerate(CELLS) if cell is not None}
-DISAGREES: tuple[bool, ...] = (False, *(TABLE[c] is not FoundBy.CONSISTENT for c in TABLE))
+from projections.scheduler_view import SchedulerView
 
 
 def _cell_code(mesos: str | None, scheduler: str | None) -> int:
@@ -411,181 +345,3 @@ def evolve(view: DriftView, notification_id: int, event: Any) -> DriftView:
             place(view, task_id, notification_id)
     view.last_nid = notification_id
     return view
-
-
-# Views.apply unpacks a status update positionally (the fastest read of a tuple), and so
-# does the replay kernel (engine/replay.py): a schema change must update both, and this says
-# so at import rather than misreading fields.
-STATUS_FIELDS = (
-    "time",
-    "causation",
-    "task_id",
-    "state",
-    "agent_id",
-    "executor_id",
-    "source",
-    "reason",
-    "message",
-    "timestamp",
-    "uuid",
-    "healthy",
-    "labels",
-    "is_reconciliation_answer",
-    "extra",
-)
-assert StatusUpdateReceived._fields == STATUS_FIELDS, (
-    "StatusUpdateReceived changed: update the unpacking in Views.apply and engine/replay.py"
-)
-
-
-class Views:
-    """The three views, evolved together in the only valid order, on one TaskIndex.
-
-    The kinds that touch tasks take a fused path (below): the task's row is looked up once
-    and handed to each view's own rule (MesosView.update, SchedulerView.move/create/assign,
-    DriftView.place). Any other kind goes through the three `evolve` functions.
-    """
-
-    __slots__ = ("index", "scheduler", "mesos", "drift", "_states")
-
-    def __init__(
-        self,
-        scheduler: SchedulerView | None = None,
-        mesos: MesosView | None = None,
-        drift: DriftView | None = None,
-    ) -> None:
-        """New empty views, or these three (on one TaskIndex; see projections.snapshots)."""
-        if scheduler is None:
-            scheduler = SchedulerView()
-        self.index = scheduler.index
-        self.scheduler = scheduler
-        self.mesos = MesosView(self.index) if mesos is None else mesos
-        self.drift = DriftView(scheduler, self.mesos) if drift is None else drift
-        if self.mesos.index is not self.index or self.drift.index is not self.index:
-            raise ValueError("the three views must share one TaskIndex")
-        self._states = (self.mesos._state, self.scheduler._state)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Views):
-            return NotImplemented
-        return self.drift == other.drift  # compares the two views it holds as well
-
-    __hash__ = None  # type: ignore[assignment]  # mutable
-
-    def __repr__(self) -> str:
-        return f"Views({self.scheduler!r}, {self.mesos!r}, {self.drift!r})"
-
-    def apply(self, notification_id: int, event: Any) -> Views:
-        """Evolve the scheduler view, the Mesos view, then the drift view."""
-        kind = type(event)
-        scheduler, mesos, drift = self.scheduler, self.mesos, self.drift
-        if kind is StatusUpdateReceived:  # most of a log: fused here, no further dispatch
-            (
-                time,
-                _,
-                task_id,
-                state,
-                agent_id,
-                _,
-                source,
-                reason,
-                _,
-                timestamp,
-                _,
-                _,
-                _,
-                answer,
-                _,
-            ) = event
-            row = self.index.rows.get(task_id)
-            if row is None:
-                row = self.index.add(task_id)
-            # The drift cell is a function of the two states: compare it before and after
-            # instead of reading the drift view's columns (fewer cache misses per event).
-            mesos_states, scheduler_states = self._states
-            before = CELL_AT[mesos_states[row] * _SW + scheduler_states[row]]
-            mesos.update(
-                row,
-                notification_id,
-                time,
-                MESOS_CODE[state],
-                source,
-                reason,
-                agent_id,
-                timestamp,
-                answer,
-            )
-            scheduler.move(row, notification_id, time, task_id, TARGET_OF_MESOS[state])
-            after = CELL_AT[mesos_states[row] * _SW + scheduler_states[row]]
-            if after != before:
-                drift.enter(row, after, notification_id, task_id)
-        else:
-            fused = _FUSED.get(kind)
-            if fused is None:
-                _scheduler.evolve(scheduler, notification_id, event)
-                _mesos.evolve(mesos, notification_id, event)
-                evolve(drift, notification_id, event)
-                return self
-            fused(self, notification_id, event)
-        scheduler.last_nid = mesos.last_nid = drift.last_nid = notification_id
-        return self
-
-    def _created(self, nid: int, event: TaskCreated) -> None:
-        task_id = event.task_id
-        row = self.scheduler.create(
-            self.index.rows.get(task_id), nid, event.time, task_id, event.job, event.instance
-        )
-        self.drift.place(row, nid, task_id)  # type: ignore[arg-type]
-
-    def _assigned(self, nid: int, event: TaskAssigned) -> None:
-        task_id = event.task_id
-        row = self.index.rows.get(task_id)
-        self.scheduler.assign(row, nid, event.time, task_id, event.agent_id)
-        if row is not None:
-            self.drift.place(row, nid, task_id)
-
-    def _moved(self, nid: int, event: Any) -> None:
-        task_id = event.task_id
-        row = self.index.rows.get(task_id)
-        self.scheduler.move(row, nid, event.time, task_id, _MOVES_TO[type(event)])
-        if row is not None:
-            self.drift.place(row, nid, task_id)
-
-    @classmethod
-    def rebuild(cls, history: Iterable[tuple[int, Any]]) -> Views:
-        """The views built from scratch from (notification id, event) pairs."""
-        views = cls()
-        for nid, event in history:
-            views.apply(nid, event)
-        return views
-
-
-_MOVES_TO: dict[type, int] = {
-    KillRequested: _scheduler.STATE_CODE["KILLING"],
-    TaskMarkedLost: _scheduler.STATE_CODE["LOST"],
-}
-# Kinds with a fused path. Each must do exactly what the three evolve functions do.
-_FUSED: dict[type, Callable[[Views, int, Any], None]] = {
-    TaskCreated: Views._created,
-    TaskAssigned: Views._assigned,
-    KillRequested: Views._moved,
-    TaskMarkedLost: Views._moved,
-}
-
-
-def as_rows() -> list[tuple[str, str, str]]:
-    """The table as (Mesos holds, scheduler holds, found by) rows."""
-    return [(str(c.mesos), str(c.scheduler), str(found)) for c, found in TABLE.items()]
-
-
-def describe() -> str:
-    """The table as Markdown, in the layout of reconciliation.md."""
-    columns = list(Holds)
-    lines = [
-        "| Mesos \\ scheduler | " + " | ".join(columns) + " |",
-        "|---" * (len(columns) + 1) + "|",
-    ]
-    for row in Holds:
-        cells = [str(TABLE[Cell(row, col)]) for col in columns]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Queries over the views: tasks by id, job, state, agent and drift cell; counts; pages.
 
-Read-only functions over a `projections.drift_view.Views` (anything with .scheduler, .mesos
+Read-only functions over a `projections.views.Views` (anything with .scheduler, .mesos
 and .drift). They scan the views' dicts: O(tasks) per query, with no index to keep up to date
 on the replay path; results are ordered by task id so pages are stable.
 """
@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from projections.drift_view import TABLE, Cell, FoundBy, Holds
+from engine.drift_table import TABLE, Cell, FoundBy, Holds
 
 
 class InvalidQuery(ValueError):

@@ -26,14 +26,17 @@ from typing import Any
 
 import msgpack
 
+from engine import drift_table
+from engine.drift_table import TABLE, Cell
 from engine.lifecycle import SideEffect
 from projections import drift_view as _drift
 from projections import mesos_view as _mesos
 from projections import scheduler_view as _scheduler
 from projections.columns import Strings, TaskIndex
-from projections.drift_view import TABLE, Cell, DriftView, Views
+from projections.drift_view import DriftView
 from projections.mesos_view import MesosTask, MesosView
 from projections.scheduler_view import IllegalReport, SchedulerTask, SchedulerView
+from projections.views import Views
 
 SNAPSHOT_FORMAT = 2
 
@@ -83,7 +86,7 @@ def encode_views(views: Views) -> dict[str, Any]:
             "last_nid": mesos.last_nid,
         },
         "drift": {
-            "cells": [_cell_names(cell) for cell in _drift.CELLS],
+            "cells": [_cell_names(cell) for cell in drift_table.CELLS],
             "columns": drift.columns(),
             "last_nid": drift.last_nid,
         },
@@ -237,7 +240,7 @@ def _decode_views(data: dict[str, Any]) -> Views:
     mesos.last_nid = _count(m["last_nid"], "mesos last_nid")
 
     cells = [None if c is None else _CELLS[tuple(c)] for c in d["cells"]]
-    cells_table = _remap(cells, _drift.CELL_CODE, "drift cell")
+    cells_table = _remap(cells, drift_table.CELL_CODE, "drift cell")
     drift = DriftView(
         scheduler,
         mesos,
@@ -246,7 +249,7 @@ def _decode_views(data: dict[str, Any]) -> Views:
             _drift.COLUMNS,
             count,
             swap,
-            {"cell": (len(_drift.CELLS), cells_table)},
+            {"cell": (len(drift_table.CELLS), cells_table)},
         ),
     )
     drift.last_nid = _count(d["last_nid"], "drift last_nid")

@@ -17,10 +17,11 @@ from engine.ledger import LedgerState
 from projections import scheduler_view as sv
 from projections import snapshots
 from projections.columns import TaskIndex
-from projections.drift_view import DriftView, Views
+from projections.drift_view import DriftView
 from projections.mesos_view import MesosView
 from projections.scheduler_view import SchedulerView
 from projections.snapshots import SnapshotError
+from projections.views import Views
 
 
 def _v1(views: Views) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from engine.events import StatusUpdateReceived, TaskCreated
-from projections.drift_view import Views
+from projections.views import Views
 from tools.demo import show_views
 
 

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from test_views import histories, run, status
 
+from engine import drift_table as dv
+from engine.drift_table import TABLE, Cell, FoundBy, Holds
 from engine.events import KillRequested, TaskAssigned, TaskCreated
-from projections import drift_view as dv
-from projections.drift_view import TABLE, Cell, FoundBy, Holds, Views
+from projections.views import Views
 
 # reconciliation.md, rows = Mesos, columns = scheduler; written out independently.
 REFERENCE = {

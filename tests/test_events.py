@@ -11,24 +11,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine import events as ev
-from engine.events import (
-    EMPTY,
-    EVENT_KINDS,
-    KINDS,
-    NEWER_FIELDS,
+from engine import task_status
+from engine import wire as wire_form
+from engine.events import EMPTY, EVENT_KINDS, KINDS, StatusUpdateReceived, TaskCreated
+from engine.mesos_states import TaskState, UnknownTaskState
+from engine.task_status import (
     InvalidStatusField,
     MalformedStatus,
-    MalformedWire,
     MissingStatusField,
-    StatusUpdateReceived,
-    TaskCreated,
     UnknownStatusState,
-    UnknownTopic,
-    from_wire,
     status_from_mesos,
-    to_wire,
 )
-from engine.mesos_states import TaskState, UnknownTaskState
+from engine.wire import NEWER_FIELDS, MalformedWire, UnknownTopic, from_wire, to_wire
 
 # --- strategies -------------------------------------------------------------------------------
 
@@ -161,14 +155,14 @@ def test_events_are_immutable_and_share_no_mutable_default():
 def test_wire_round_trip(event):
     wire = to_wire(event)
     assert wire[0] == type(event).schema_version and isinstance(wire[-1], dict)
-    decoded = from_wire(ev.topic_of(event), through_msgpack(wire))
+    decoded = from_wire(wire_form.topic_of(event), through_msgpack(wire))
     assert decoded == event
     assert type(decoded) is type(event)
 
 
 @given(any_event, st.integers(1, 5), st.lists(wire_values, min_size=1, max_size=3))
 def test_newer_version_arrays_keep_their_surplus(event, ahead, surplus):
-    topic = ev.topic_of(event)
+    topic = wire_form.topic_of(event)
     wire = to_wire(event)
     newer = [wire[0] + ahead, *wire[1:-1], *surplus, wire[-1]]
     decoded = from_wire(topic, through_msgpack(newer))
@@ -207,7 +201,7 @@ class _TaskCreatedV3(NamedTuple):
 
 
 def test_older_version_arrays_get_defaults(monkeypatch):
-    monkeypatch.setitem(ev._WIRE, "TaskCreated", (_TaskCreatedV3, 3, 9))
+    monkeypatch.setitem(wire_form._WIRE, "TaskCreated", (_TaskCreatedV3, 3, 9))
     old = to_wire(TaskCreated(1.0, 7, "t1", "job", 3, {"k": "v"}))
     decoded = from_wire("TaskCreated", old)
     assert decoded == _TaskCreatedV3(1.0, 7, "t1", "job", 3, 5, "nobody", {"k": "v"})
@@ -216,7 +210,7 @@ def test_older_version_arrays_get_defaults(monkeypatch):
 
 
 def test_older_version_missing_a_field_without_default_is_refused(monkeypatch):
-    monkeypatch.setitem(ev._WIRE, "TaskCreated", (_TaskCreatedV2, 2, 8))
+    monkeypatch.setitem(wire_form._WIRE, "TaskCreated", (_TaskCreatedV2, 2, 8))
     with pytest.raises(MalformedWire, match="lacks field 'instance'"):
         from_wire("TaskCreated", [1, 1.0, None, "t1", "job", {}])
 
@@ -393,7 +387,7 @@ def test_a_status_that_is_not_a_map(status):
 
 @given(
     st.dictionaries(
-        st.text(max_size=10).filter(lambda k: k not in ev._KNOWN_STATUS_FIELDS),
+        st.text(max_size=10).filter(lambda k: k not in task_status._KNOWN_STATUS_FIELDS),
         wire_values,
         max_size=4,
     )

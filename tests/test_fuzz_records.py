@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine.codec import HEADER_SIZE, CodecError, MsgpackTranscoder, frame, unframe
-from engine.events import EVENT_KINDS, KINDS, TaskCreated, WireError, from_wire, to_wire
+from engine.events import EVENT_KINDS, KINDS, TaskCreated
 from engine.ledger import LEDGER_STREAM, Ledger
 from engine.store import DamagedRecord, LMDBApplicationRecorder, LMDBDatastore, NewerLog
+from engine.wire import WireError, from_wire, to_wire
 from tools.cli import cli
 from tools.readonly import ReadOnlyLedger
 

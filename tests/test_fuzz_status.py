@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from engine.events import MalformedStatus
 from engine.ledger import Ledger, LedgerState, state_digest
+from engine.task_status import MalformedStatus
 
 FUZZ = settings(
     max_examples=int(os.environ.get("TASKLEDGER_FUZZ_EXAMPLES", "300")),

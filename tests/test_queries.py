@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_views import histories, run, status
 
+from engine.drift_table import Cell, Holds
 from engine.events import TaskAssigned, TaskCreated
 from projections import queries as q
-from projections.drift_view import Cell, Holds, Views
 from projections.queries import InvalidQuery
+from projections.views import Views
 
 
 def fleet() -> Views:

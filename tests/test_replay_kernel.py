@@ -24,12 +24,13 @@ from test_views import histories, scheduler_facts, statuses
 
 from engine import replay as replay_module
 from engine.codec import frame
-from engine.events import EVENT_KINDS, StatusUpdateReceived, TaskCreated, to_wire
+from engine.events import EVENT_KINDS, StatusUpdateReceived, TaskCreated
 from engine.ledger_state import LEDGER_STREAM, LedgerState, state_digest
 from engine.replay import KERNEL, replay
 from engine.store import LMDBApplicationRecorder, LMDBDatastore
+from engine.wire import to_wire
 from projections import snapshots
-from projections.drift_view import Views
+from projections.views import Views
 from tools.simulation.world import simulate_seed
 
 OTHER_STREAM = uuid.UUID("00000000-0000-4000-8000-00000000abcd")

@@ -21,9 +21,9 @@ import pytest
 from click.testing import CliRunner
 from eventsourcing.persistence import OperationalError
 
-from engine.events import status_from_mesos
 from engine.ledger import Ledger, LedgerState, state_digest
 from engine.store import LogFull
+from engine.task_status import status_from_mesos
 from tools.cli import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

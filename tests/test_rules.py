@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from engine import rules
+from engine.drift_table import MESOS_ROW, TABLE, FoundBy
 from engine.lifecycle import SideEffect
 from engine.mesos_states import BY_NAME
 from engine.rules import COMMANDS, DRIFT_RULES, EFFECT_RULES, MESOS_SAYS, RULES, CommandKind
-from projections.drift_view import MESOS_ROW, TABLE, FoundBy
 
 
 def test_every_rule_has_an_id_a_match_and_a_reason():

@@ -14,7 +14,7 @@ from test_views import histories
 from engine.ledger import Ledger
 from engine.store import DamagedRecord
 from projections import snapshots
-from projections.drift_view import Views
+from projections.views import Views
 
 
 def _fill(ledger: Ledger, tasks: int, start_time: float = 0.0) -> None:

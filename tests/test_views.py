@@ -18,15 +18,13 @@ from engine.events import (
     StatusUpdateReceived,
     TaskAssigned,
     TaskCreated,
-    from_wire,
-    to_wire,
-    topic_of,
 )
 from engine.lifecycle import SideEffect, transition
 from engine.mesos_states import TaskState
+from engine.wire import from_wire, to_wire, topic_of
 from projections import mesos_view as mv
 from projections import scheduler_view as sv
-from projections.drift_view import Views
+from projections.views import Views
 
 # --- random histories (also used by test_drift and test_queries) -------------------------------
 

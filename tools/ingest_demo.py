@@ -21,7 +21,7 @@ from rich.table import Table
 
 from engine.events import TaskAssigned, TaskCreated
 from engine.ledger import Ledger
-from projections.drift_view import Views
+from projections.views import Views
 
 _LIFECYCLE = ["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING"]
 

@@ -23,13 +23,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from engine.drift_table import TABLE, FoundBy
 from engine.events import (
     CommandIssued,
     ReconciliationCompleted,
     ReconciliationStarted,
     ReconciliationSuperseded,
 )
-from projections.drift_view import TABLE, FoundBy
 
 PREFIX = "taskledger"
 # An append waits for its group commit's fsync (~0.4 ms here) plus queueing.

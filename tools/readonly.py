@@ -14,7 +14,8 @@ import os
 from engine.ledger_state import LedgerState
 from engine.log_reader import LogReader, StoredSnapshot  # noqa: F401  (re-exported)
 from engine.store import LMDBDatastore
-from projections.drift_view import Drift, Views
+from projections.drift_view import Drift
+from projections.views import Views
 
 
 class ReadOnlyLedger(LogReader):

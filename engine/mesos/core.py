@@ -19,16 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.events import (
-    FrameworkError,
-    MalformedStatus,
-    SchedulerFault,
-    TaskAssigned,
-    TaskCreated,
-)
+from engine.events import FrameworkError, SchedulerFault, TaskAssigned, TaskCreated
 from engine.ledger import Ledger
 from engine.lifecycle import ScheduleStatus
 from engine.mesos.driver import Driver
+from engine.task_status import MalformedStatus
 
 log = logging.getLogger("taskledger.scheduler")
 

@@ -21,9 +21,9 @@ import lmdb
 from eventsourcing.persistence import OperationalError
 from rich.console import Console
 
-from engine.events import WireError
 from engine.ledger import Ledger
 from engine.store import DamagedRecord, LogOpenError
+from engine.wire import WireError
 from tools.readonly import ReadOnlyLedger
 
 # Where the log is unless --log or TASKLEDGER_LOG says otherwise (DESIGN.md's example folder).

@@ -7,7 +7,8 @@ from collections import defaultdict
 import click
 from rich.table import Table
 
-from projections.drift_view import TABLE, Drift, FoundBy
+from engine.drift_table import TABLE, FoundBy
+from projections.drift_view import Drift
 from tools.commands.common import (
     AsOf,
     CommandError,

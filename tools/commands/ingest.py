@@ -21,7 +21,8 @@ import click
 from eventsourcing.persistence import OperationalError
 
 from engine.dedup import update_key
-from engine.events import MalformedStatus, StatusUpdateReceived, status_from_mesos
+from engine.events import StatusUpdateReceived
+from engine.task_status import MalformedStatus, status_from_mesos
 from tools.commands.common import (
     CommandError,
     console,

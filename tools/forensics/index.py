@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from engine.drift_table import TABLE, Cell, FoundBy
 from engine.events import (
     CommandCancelled,
     CommandConfirmed,
@@ -30,7 +31,6 @@ from engine.events import (
     TaskMarkedLost,
 )
 from engine.ledger import LedgerState
-from projections.drift_view import TABLE, Cell, FoundBy
 
 # Events that report on a command: they name it by `command_id`.
 COMMAND_STEPS: tuple[type, ...] = (

@@ -16,9 +16,10 @@ import lmdb
 import msgpack
 
 from engine.dedup import update_key
-from engine.events import StatusUpdateReceived, WireError, from_wire
+from engine.events import StatusUpdateReceived
 from engine.ledger_state import STREAM_WIRE, LedgerState
 from engine.store import UNIQUE_UPTO, DamagedRecord, NewerLog
+from engine.wire import WireError, from_wire
 from projections import snapshots
 from tools.readonly import ReadOnlyLedger
 

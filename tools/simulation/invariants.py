@@ -31,10 +31,10 @@ from engine.events import (
     KillRequested,
     StatusUpdateReceived,
     TaskCreated,
-    to_wire,
 )
 from engine.ledger import Ledger, LedgerState, state_digest
 from engine.rules import RULES
+from engine.wire import to_wire
 
 ALIVE = frozenset({"TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"})
 _DRIFT_KILLS = frozenset({"R-IMPLICIT-KILL-TERMINAL", "R-IMPLICIT-KILL-UNKNOWN"})

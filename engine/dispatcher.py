@@ -1,0 +1,87 @@
+"""The dispatcher: carries the outbox's pending commands out (the imperative part).
+
+It takes the plan (engine/outbox.py's pure `plan`), hands the remote commands to a `send`
+callable supplied by the caller (the pymesos adapter; the simulated master in tests), appends
+the local ones' effects, and records every outcome in the log. Why a crash loses nothing, and
+what is sent at least once or applied exactly once, is engine/outbox.py's docstring.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from engine.events import CommandDispatched, CommandFailed
+from engine.outbox import DispatchConfig, DispatchPlan, PendingCommand
+
+
+class DispatchReport(NamedTuple):
+    """What one dispatch did (command ids)."""
+
+    dispatched: list[int]
+    failed: list[int]
+    applied: list[int]  # local commands carried out (and confirmed)
+    held: list[tuple[int, str]]
+    halted: bool
+
+
+class Dispatcher:
+    """Takes pending commands, sends the remote ones through `send(command)`, applies the local
+    ones, and records CommandDispatched / CommandFailed / CommandConfirmed.
+
+    `plan_at(now)` returns the DispatchPlan (engine.outbox.plan over the current state),
+    `failures_of(command_id)` how often sending it failed, `append` appends events durably.
+    The Ledger builds one with `Ledger.dispatcher(send)`.
+    """
+
+    def __init__(
+        self,
+        plan_at: Callable[[float], DispatchPlan],
+        append: Callable[[Sequence[Any]], list[int]],
+        send: Callable[[PendingCommand], object],
+        *,
+        config: DispatchConfig,
+        failures_of: Callable[[int], int],
+        lock: threading.Lock | threading.RLock | None = None,
+    ) -> None:
+        self._plan_at = plan_at
+        self._append = append
+        self._send = send
+        self._config = config
+        self._failures_of = failures_of
+        self._lock = lock or threading.Lock()
+
+    def dispatch(self, *, now: float) -> DispatchReport:
+        """One pass over the outbox at `now`. A send that raises is recorded as failed (tried
+        again with backoff); every outcome is appended before this returns, also when a
+        BaseException (e.g. KeyboardInterrupt) stops the pass."""
+        with self._lock:
+            plan_ = self._plan_at(now)
+            events: list[Any] = []
+            dispatched: list[int] = []
+            failed: list[int] = []
+            applied: list[int] = []
+            if plan_.halt is not None:
+                events.append(plan_.halt)
+            try:
+                for command in plan_.remote:
+                    try:
+                        self._send(command)
+                    except Exception as e:  # the driver's problem: record it, retry later
+                        failures = self._failures_of(command.command_id)
+                        wait = min(self._config.retry_cap, self._config.retry_base * 2.0**failures)
+                        events.append(
+                            CommandFailed(now, None, command.command_id, repr(e)[:500], now + wait)
+                        )
+                        failed.append(command.command_id)
+                    else:
+                        events.append(CommandDispatched(now, None, command.command_id))
+                        dispatched.append(command.command_id)
+                for effect in plan_.local:
+                    events.extend(effect)
+                    applied.append(effect[-1].command_id)
+            finally:
+                if events:
+                    self._append(events)
+            return DispatchReport(dispatched, failed, applied, plan_.held, plan_.halt is not None)

@@ -1,0 +1,187 @@
+"""A Mesos v1 TaskStatus dict, as pymesos delivers it, checked and made a StatusUpdateReceived.
+
+Everything Mesos may send is named and checked here, once: a malformed status raises a
+`MalformedStatus` (a ValueError) naming the field and the value, before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+
+from engine.events import EMPTY, StatusUpdateReceived
+from engine.mesos_states import BY_NAME as _MESOS_STATES
+from engine.mesos_states import UnknownTaskState
+
+
+class MalformedStatus(ValueError):
+    """A TaskStatus dict that is not a valid Mesos v1 TaskStatus; names field and value."""
+
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        shown = repr(value)
+        if len(shown) > 200:
+            shown = shown[:200] + "..."
+        super().__init__(f"TaskStatus field {field!r} {problem}, got {shown}")
+        self.field = field
+        self.value = value
+
+
+class MissingStatusField(MalformedStatus):
+    """A required TaskStatus field is absent."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field, None, "is required")
+
+
+class InvalidStatusField(MalformedStatus):
+    """A TaskStatus field has the wrong shape or type."""
+
+
+class UnknownStatusState(MalformedStatus, UnknownTaskState):
+    """TaskStatus.state is text, but not a Mesos task state name."""
+
+    def __init__(self, value: object) -> None:
+        MalformedStatus.__init__(self, "state", value, "is not a Mesos task state")
+
+
+_KNOWN_STATUS_FIELDS = frozenset(
+    {
+        "task_id",
+        "state",
+        "agent_id",
+        "executor_id",
+        "source",
+        "reason",
+        "message",
+        "timestamp",
+        "uuid",
+        "healthy",
+        "labels",
+    }
+)
+
+
+def _id_value(status: Mapping[str, Any], field: str) -> str | None:
+    """The text of an optional `{"value": str}` id field."""
+    wrapped = status.get(field)
+    if wrapped is None:
+        return None
+    value = wrapped.get("value") if isinstance(wrapped, dict) else None
+    if type(value) is not str:
+        raise InvalidStatusField(field, wrapped, 'must be {"value": <text>}')
+    if not value.isascii():
+        _check_unicode(field, value)
+    return value
+
+
+def _optional_text(status: Mapping[str, Any], field: str) -> str | None:
+    value = status.get(field)
+    if value is not None:
+        if not isinstance(value, str):
+            raise InvalidStatusField(field, value, "must be text")
+        if not value.isascii():
+            _check_unicode(field, value)
+    return value
+
+
+def _check_unicode(field: str, value: str) -> None:
+    # JSON's "\ud800" escape decodes to a lone surrogate, which UTF-8 (and so msgpack)
+    # cannot encode: refused here, by name, instead of failing inside the append.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidStatusField(field, value, f"is not valid Unicode ({e.reason})") from None
+
+
+def _check_storable(field: str, value: object) -> None:
+    """Refuses a value the log cannot store and read back: an int outside 64 bits, a lone
+    surrogate, a map key that is not text (the log reads maps with text keys only, so such
+    an update would be written and then make the log unreadable), a set, an object."""
+    try:
+        msgpack.unpackb(msgpack.packb(value))
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidStatusField(field, value, f"cannot be stored in the log ({e})") from None
+
+
+def status_from_mesos(
+    status: Mapping[str, Any], *, time: float, causation: int | None = None
+) -> StatusUpdateReceived:
+    """Validate a TaskStatus dict exactly as pymesos delivers it and make the event.
+
+    Raises a MalformedStatus subclass naming the field and the offending value. Unknown fields
+    (data, unreachable_time, check_status, container_status, limitation, anything newer) go
+    into extra. Unknown source or reason NAMES are kept, not refused: Mesos adds reasons
+    between versions, and refusing an update we must acknowledge would stall the task's
+    update stream (the agent re-sends it until acknowledged). An unknown STATE is refused: no
+    view could place it.
+    """
+    if not isinstance(status, dict):
+        raise InvalidStatusField("<status>", status, "must be a TaskStatus map")
+    get = status.get
+    task_id = _id_value(status, "task_id")
+    if task_id is None:
+        raise MissingStatusField("task_id")
+    if not task_id:  # Mesos refuses an empty TaskID; no view could file it under a task
+        raise InvalidStatusField("task_id", status["task_id"], "must not be empty")
+    state = get("state")
+    if state is None:
+        raise MissingStatusField("state")
+    if not isinstance(state, str):
+        raise InvalidStatusField("state", state, "must be text")
+    if state not in _MESOS_STATES:
+        raise UnknownStatusState(state)
+    timestamp = get("timestamp")
+    if timestamp is not None:
+        if type(timestamp) is not float and (type(timestamp) is not int):
+            raise InvalidStatusField("timestamp", timestamp, "must be a number of seconds")
+        timestamp = float(timestamp)
+        if not math.isfinite(timestamp):
+            raise InvalidStatusField("timestamp", timestamp, "must be finite")
+    uuid = _optional_text(status, "uuid")
+    source = _optional_text(status, "source")
+    reason = _optional_text(status, "reason")
+    healthy = get("healthy")
+    if healthy is not None and type(healthy) is not bool:
+        raise InvalidStatusField("healthy", healthy, "must be true or false")
+    labels = get("labels")
+    if labels is not None:
+        # An empty Labels message may arrive as {} (protobuf JSON omits empty repeated fields).
+        inner = labels.get("labels", []) if isinstance(labels, dict) else None
+        if not isinstance(inner, list) or not labels.keys() <= {"labels"}:
+            raise InvalidStatusField("labels", labels, 'must be {"labels": [...]}')
+        labels = inner
+        if labels:
+            _check_storable("labels", labels)
+    extra = EMPTY
+    if not status.keys() <= _KNOWN_STATUS_FIELDS:
+        extra = {k: v for k, v in status.items() if k not in _KNOWN_STATUS_FIELDS}
+        try:
+            _check_storable("<extra>", extra)
+        except InvalidStatusField:
+            for key, value in extra.items():  # name the field at fault
+                if type(key) is not str:
+                    raise InvalidStatusField(
+                        repr(key), value, "has a name that is not text"
+                    ) from None
+                _check_storable(key, value)
+            raise
+    return StatusUpdateReceived(
+        time,
+        causation,
+        task_id,
+        str(state),
+        _id_value(status, "agent_id"),
+        _id_value(status, "executor_id"),
+        source,
+        reason,
+        _optional_text(status, "message"),
+        timestamp,
+        uuid,
+        healthy,
+        labels,
+        source == "SOURCE_MASTER" and reason == "REASON_RECONCILIATION" and not uuid,
+        extra,
+    )
