@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_views import histories
 
-from engine.events import MalformedStatus
 from engine.ledger import Ledger, LedgerLocked
-from projections.drift_view import Views
+from engine.task_status import MalformedStatus
+from projections.views import Views
 
 
 def status(task: str, state: str, *, uuid: bytes | None = None, **more) -> dict:
@@ -267,8 +267,8 @@ def test_each_update_is_recorded_once_whatever_the_order_of_deliveries(
 
 def test_append_records_the_keys_of_agent_updates_and_enforces_given_ones(tmp_path):
     from engine.dedup import update_key
-    from engine.events import status_from_mesos
     from engine.store import DuplicateKey
+    from engine.task_status import status_from_mesos
 
     update = status_from_mesos(status("a", "TASK_RUNNING", uuid=b"k" * 16), time=1.0)
     fresh = status_from_mesos(status("b", "TASK_RUNNING", uuid=b"f" * 16), time=1.0)
@@ -283,3 +283,22 @@ def test_append_records_the_keys_of_agent_updates_and_enforces_given_ones(tmp_pa
             ledger.append([fresh, update], unique_keys=keys)
         assert ledger.last_id == 2 and not ledger.update_recorded("b", fresh.uuid)
         assert ledger.status_update(status("a", "TASK_RUNNING", uuid=b"k" * 16)) is None
+
+
+def test_the_public_names_import_from_engine(tmp_path):
+    import subprocess
+    import sys
+
+    # A fresh interpreter: `engine` alone must not load the Ledger (lazy), and every
+    # public name must resolve to the object its module defines.
+    code = (
+        "import sys, engine\n"
+        "assert 'engine.ledger' not in sys.modules\n"
+        "from engine import Ledger\n"
+        "import engine.ledger\n"
+        "assert Ledger is engine.ledger.Ledger\n"
+        "for name in engine.__all__: getattr(engine, name)\n"
+        "try:\n    engine.NoSuchThing\nexcept AttributeError: pass\n"
+        "else: raise SystemExit('no AttributeError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
