@@ -104,6 +104,19 @@ def test_bad_filters(story_log):
     one_line_error(run("drift", "--log", story_log, "--cell", "x/y"), "bad --cell 'x/y'")
     one_line_error(run("query", "--log", story_log, "--cell", "x/y"), "bad --cell 'x/y'")
     one_line_error(run("query", "--log", story_log, "--limit", "0"), "bad --limit 0")
+    one_line_error(
+        run("query", "--log", story_log, "--state", "BOGUS"),
+        "bad --state 'BOGUS': not a scheduler state",
+        "RUNNING",
+    )
+    one_line_error(
+        run("query", "--log", story_log, "--mesos-state", "RUNNING"),
+        "bad --mesos-state 'RUNNING'",
+        "did you mean TASK_RUNNING?",
+    )
+    one_line_error(
+        run("query", "--log", story_log, "--state", "RUNING", "--json"), "did you mean RUNNING?"
+    )
 
 
 def test_snapshot_check_of_a_missing_snapshot(story_log):

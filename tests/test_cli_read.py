@@ -138,7 +138,13 @@ def test_query_filters_and_counts(story_log):
     assert data["schema"] == "taskledger.query/1"
     assert data["total"] == 2
     assert [r["task_id"] for r in data["items"]] == ["web/0", "web/1"]
-    assert data["counts"]["state"] == {"RUNNING": 1, "PARTITIONED": 1, "null": 1}
+    # The counts are of the tasks that match (the rogue task is not web's).
+    assert data["counts"]["state"] == {"RUNNING": 1, "PARTITIONED": 1}
+    everything = as_json("query", "--log", story_log)
+    assert everything["counts"]["state"] == {"RUNNING": 1, "PARTITIONED": 1, "null": 1}
+    running = as_json("query", "--log", story_log, "--state", "running")  # any case
+    assert running["filters"] == {"state": "RUNNING"} and running["total"] == 1
+    assert running["counts"]["state"] == {"RUNNING": 1}
     by_cell = as_json("query", "--log", story_log, "--cell", "absent/non-terminal")
     assert [r["task_id"] for r in by_cell["items"]] == ["web/1"]
     agent = as_json("query", "--log", story_log, "--agent", "agent-3", "--count-by", "agent")
@@ -227,3 +233,28 @@ def test_report_does_not_write_to_the_log(story_log, tmp_path):
     result = run("report", "--log", story_log, "--html", str(tmp_path / "r.html"))
     assert result.exit_code == 0, result.output
     assert fingerprint(story_log) == before
+
+
+def test_query_sorts_task_ids_naturally_and_pages_stably(tmp_path):
+    from cli_log import T0
+
+    from engine.ledger import Ledger
+
+    path = str(tmp_path / "log")
+    with Ledger.open(path, durable=False) as ledger:
+        for n in (10, 1, 0, 11, 2, 100, 9):
+            ledger.task_created(f"web/{n}", job="web", instance=n, time=T0 + n)
+    natural = ["web/0", "web/1", "web/2", "web/9", "web/10", "web/11", "web/100"]
+    assert [r["task_id"] for r in as_json("query", "--log", path)["items"]] == natural
+    text = run("query", "--log", path).stdout
+    assert [text.index(t + " ") for t in natural] == sorted(text.index(t + " ") for t in natural)
+    pages, after = [], None
+    while True:
+        page = as_json(
+            "query", "--log", path, "--limit", "3", *(["--after", after] if after else [])
+        )
+        pages += [r["task_id"] for r in page["items"]]
+        after = page["next_after"]
+        if after is None:
+            break
+    assert pages == natural

@@ -107,6 +107,10 @@ def test_paging_by_offset_and_after():
         ({"offset": -1}, "offset"),
         ({"cell": "sideways"}, "cell"),
         ({"found_by": "magic"}, "found_by"),
+        ({"state": "BOGUS"}, "state"),
+        ({"state": "TASK_RUNNING"}, "state"),
+        ({"mesos_state": "RUNNING"}, "mesos_state"),
+        ({"state": "DELETED"}, "state"),
     ],
 )
 def test_invalid_arguments_are_named(kwargs, argument):
@@ -126,7 +130,7 @@ def test_count_by_an_unknown_key():
 def test_pages_cover_everything_once_and_counts_add_up(history, limit):
     views = Views.rebuild(history)
     everything = q.tasks(views, limit=1000)
-    assert ids(everything) == sorted(views.drift.cells)
+    assert ids(everything) == sorted(views.drift.cells, key=q.natural_key)
     by_after, after = [], None
     while True:
         page = q.tasks(views, limit=limit, after=after)
@@ -148,3 +152,42 @@ def test_pages_cover_everything_once_and_counts_add_up(history, limit):
         assert (
             q.tasks(views, cell=row.cell, limit=1000).total == q.count_by(views, "cell")[row.cell]
         )
+
+
+def test_task_ids_sort_naturally_numbers_as_numbers():
+    views = run(*(TaskCreated(0.0, None, f"web/{n}", "web", n) for n in (10, 2, 1, 0, 11, 100)))
+    assert ids(q.tasks(views)) == ["web/0", "web/1", "web/2", "web/10", "web/11", "web/100"]
+    assert ids(q.tasks(views, after="web/2", limit=2)) == ["web/10", "web/11"]
+    assert ids(q.tasks(views, after="web/10a")) == ["web/11", "web/100"]  # any text pages
+
+
+@given(st.lists(st.from_regex(r"[a-c/]{0,2}[0-9]{0,3}[a-c]?", fullmatch=True), unique=True))
+def test_natural_order_is_total_and_distinct_ids_keep_distinct_keys(task_ids):
+    keys = [q.natural_key(t) for t in task_ids]
+    assert len(set(keys)) == len(task_ids)
+    ordered = sorted(task_ids, key=q.natural_key)
+    assert sorted(reversed(ordered), key=q.natural_key) == ordered
+
+
+def test_state_filters_take_any_case_and_name_the_nearest_state():
+    views = fleet()
+    assert ids(q.tasks(views, state="running")) == ids(q.tasks(views, state="RUNNING")) == ["t1"]
+    assert ids(q.tasks(views, mesos_state="task_running")) == ["ghost", "t1"]
+    with pytest.raises(InvalidQuery, match="did you mean TASK_RUNNING"):
+        q.tasks(views, mesos_state="RUNNING")
+    with pytest.raises(InvalidQuery, match="did you mean RUNNING"):
+        q.tasks(views, state="RUNING")
+    with pytest.raises(InvalidQuery, match="not a scheduler state") as info:
+        q.tasks(views, state="BOGUS")
+    assert "did you mean" not in str(info.value) and "PARTITIONED" in str(info.value)
+    assert q.canonical(state="lost", mesos_state=None) == {"state": "LOST", "mesos_state": None}
+
+
+def test_counts_count_the_filtered_tasks():
+    views = fleet()
+    assert q.count_by(views, "state", job="web") == {"RUNNING": 1, "ASSIGNED": 1}
+    assert q.count_by(views, "cell", mesos_state="TASK_RUNNING") == {
+        "non-terminal/non-terminal": 1,
+        "non-terminal/absent": 1,
+    }
+    assert q.counts(q.select(views, agent="a1"), "job") == {"web": 1, "batch": 1}

@@ -20,8 +20,8 @@ from tools.commands.drift import views_at
 
 
 @click.command("query")
-@click.option("--state", help="scheduler state, e.g. RUNNING")
-@click.option("--mesos-state", help="Mesos state, e.g. TASK_RUNNING")
+@click.option("--state", help="scheduler state, e.g. RUNNING (any case)")
+@click.option("--mesos-state", help="Mesos state, e.g. TASK_RUNNING (any case)")
 @click.option("--job", help="the task's job")
 @click.option("--agent", help="the agent the scheduler assigned or Mesos last named")
 @click.option("--cell", help="drift cell, Mesos first, e.g. non-terminal/absent")
@@ -31,7 +31,7 @@ from tools.commands.drift import views_at
     "count_keys",
     multiple=True,
     type=click.Choice(sorted(queries.KEYS)),
-    help="also count all tasks by this key (repeatable); default: state and cell",
+    help="count the matching tasks by this key (repeatable); default: state and cell",
 )
 @click.option("--limit", default=50, show_default=True, help="rows per page")
 @click.option("--offset", default=0, show_default=True, help="rows to skip")
@@ -52,7 +52,8 @@ def query_command(
     as_of: str | None,
     as_json: bool,
 ) -> None:
-    """Tasks matching every given filter (ordered by task id), and counts."""
+    """Tasks matching every given filter (ordered by task id, numbers as numbers), and
+    counts of the matching tasks."""
     filters = {
         "state": state,
         "mesos_state": mesos_state,
@@ -61,15 +62,17 @@ def query_command(
         "cell": cell,
         "found_by": found_by,
     }
+    try:  # a bad filter is the user's mistake whatever the log holds: said before opening it
+        filters = queries.canonical(**filters)
+        queries.page([], offset=offset, limit=limit)
+    except queries.InvalidQuery as e:
+        option = "--" + e.argument.replace("_", "-")
+        raise CommandError(f"bad {option} {e.value!r}: {str(e).split(': ', 1)[-1]}") from e
     with open_readonly(log_path) as ledger:
         at = resolve_as_of(ledger, as_of)
-        views = views_at(ledger, at)
-        try:
-            page = queries.tasks(views, offset=offset, limit=limit, after=after, **filters)
-        except queries.InvalidQuery as e:
-            option = "--" + e.argument.replace("_", "-")
-            raise CommandError(f"bad {option} {e.value!r}: {str(e).split(': ', 1)[-1]}") from e
-        counts = {key: queries.count_by(views, key) for key in (count_keys or ("state", "cell"))}
+        rows = queries.select(views_at(ledger, at), **filters)
+        page = queries.page(rows, offset=offset, limit=limit, after=after)
+        counts = {key: queries.counts(rows, key) for key in (count_keys or ("state", "cell"))}
     if as_json:
         emit_json(
             {
