@@ -10,8 +10,11 @@ same code the writing Ledger answers with.
 from __future__ import annotations
 
 import os
+import struct
+from collections.abc import Iterable
+from typing import Any
 
-from engine.ledger_state import LedgerState
+from engine.ledger_state import LedgerState, decode_records
 from engine.log_reader import LogReader, StoredSnapshot  # noqa: F401  (re-exported)
 from engine.store import LMDBDatastore
 from projections.drift_view import Drift
@@ -58,3 +61,34 @@ class ReadOnlyLedger(LogReader):
 
     def drift(self) -> list[Drift]:
         return self.views.drift.drift()
+
+    def events_at(self, nids: Iterable[int]) -> dict[int, Any]:
+        """The Ledger events with these notification ids (those the log holds), read by key
+        in one read transaction: what a command needs for many scattered ids (a range scan
+        per id reads a whole chunk of the log each time)."""
+        wanted = sorted(set(nids))
+        store = self.datastore
+        db = store.dbs["notifications"]
+
+        def read(txn: Any) -> list[tuple[bytes, bytes]]:
+            found = []
+            for nid in wanted:
+                key = _U64.pack(nid)
+                value = txn.get(key, db=db)
+                if value is not None:
+                    found.append((key, value))
+            return found
+
+        records = (
+            (nid, store.decode("notifications", key, value, nid))
+            for key, value in store.read(read)
+            for nid in (_U64.unpack(key)[0],)
+        )
+        return dict(decode_records(records))
+
+    def event_at(self, nid: int) -> Any | None:
+        """The Ledger event with notification id ``nid``, or None (read by key)."""
+        return self.events_at((nid,)).get(nid)
+
+
+_U64 = struct.Struct(">Q")  # a notification id as the store keys it

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,8 @@ from rich.console import Console
 from engine.ledger import Ledger
 from engine.store import DamagedRecord, LogOpenError
 from engine.wire import WireError
+from tools.forensics import times
+from tools.forensics.times import clock, iso, when  # noqa: F401  (the commands' formatters)
 from tools.readonly import ReadOnlyLedger
 
 # Where the log is unless --log or TASKLEDGER_LOG says otherwise (DESIGN.md's example folder).
@@ -59,8 +62,9 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _notes.clear()
         try:
-            return command(*args, **kwargs)
+            answer = command(*args, **kwargs)
         except click.ClickException:
             raise
         except DamagedRecord as e:
@@ -76,8 +80,24 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except BrokenPipeError:  # `taskledger history x | head`
             sys.stderr.close()
             raise SystemExit(0) from None
+        finally:
+            notes = list(_notes)
+            _notes.clear()
+        for note in notes:  # after the answer, and only with one: an error is ONE line
+            click.echo(f"taskledger: note: {note}", err=True)
+        return answer
 
     return wrapper
+
+
+# Remarks about an answer that is not wrong but may surprise (an --as-of before the log's
+# first event): said on stderr after the answer.
+_notes: list[str] = []
+
+
+def note(text: str) -> None:
+    """Says `text` on stderr once the command has answered (not if it fails)."""
+    _notes.append(text)
 
 
 # -- options -------------------------------------------------------------------------------
@@ -150,6 +170,7 @@ class AsOf(NamedTuple):
     time: float | None  # the timestamp asked for, if --as-of was a time
     asked: str | None  # --as-of as given (None: the end of the log)
     last_id: int  # the log's last notification id
+    before_log: bool = False  # --as-of came before the log's first event (nothing yet)
 
     @property
     def is_now(self) -> bool:
@@ -162,6 +183,7 @@ class AsOf(NamedTuple):
             "time_iso": iso(self.time),
             "asked": self.asked,
             "last_id": self.last_id,
+            "before_log": self.before_log,
         }
 
     def label(self) -> str:
@@ -184,7 +206,9 @@ def parse_time(text: str) -> float | None:
 
 
 def resolve_as_of(ledger: ReadOnlyLedger, text: str | None) -> AsOf:
-    """--as-of as a notification id of this log; CommandError if it is not one."""
+    """--as-of as a notification id of this log; CommandError if it is not one. An --as-of
+    before the log's first event is not an error (the answer is "nothing yet"), but it is
+    said: a note on stderr after the answer, and `before_log` in the JSON."""
     last = ledger.last_id
     if text is None:
         return AsOf(last, None, None, last)
@@ -196,28 +220,109 @@ def resolve_as_of(ledger: ReadOnlyLedger, text: str | None) -> AsOf:
                 f"bad --as-of {text!r}: notification id {nid} is past the end of the log "
                 f"(last id {last})"
             )
-        return AsOf(nid, None, text, last)
-    moment = parse_time(stripped)
-    if moment is None:
-        raise CommandError(
-            f"bad --as-of {text!r}: not a notification id or an ISO timestamp "
-            "(e.g. 42 or 2024-05-01T03:12:00Z)"
+        at = AsOf(nid, None, text, last)
+    else:
+        moment = parse_time(stripped)
+        if moment is None:
+            raise CommandError(
+                f"bad --as-of {text!r}: not a notification id or an ISO timestamp "
+                "(e.g. 42 or 2024-05-01T03:12:00Z)"
+            )
+        at = AsOf(ledger.id_at(moment), moment, text, last)
+    if at.nid == 0 and last > 0:
+        at = at._replace(before_log=True)
+        first = ledger.event_at(1)
+        start = "" if first is None else f", at {when(first.time)} UTC"
+        note(
+            f"--as-of {text} is before the log's first event (id 1{start}): "
+            "the answer is the empty state before it"
         )
-    return AsOf(ledger.id_at(moment), moment, text, last)
+    return at
 
 
 # -- output ----------------------------------------------------------------------------------
 def console(stderr: bool = False) -> Console:
-    """A rich console; wide enough for tables when the output is not a terminal."""
+    """A rich console: a terminal's width, or when the output is not a terminal $COLUMNS
+    (default 160, wide enough for the tables)."""
     stream = sys.stderr if stderr else sys.stdout
     if stream.isatty():
         return Console(stderr=stderr, soft_wrap=True)
-    return Console(stderr=stderr, width=160, no_color=True, soft_wrap=True)
+    columns = os.environ.get("COLUMNS", "")
+    width = int(columns) if columns.isdigit() and int(columns) > 0 else 160
+    return Console(stderr=stderr, width=width, no_color=True, soft_wrap=True)
 
 
 def emit_json(data: dict[str, Any]) -> None:
-    """One JSON document on stdout."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=_jsonable))
+    """One JSON document on stdout, indented, each object or list that holds no other on
+    one line (a task of 100,000 in a drift, an `as_of`): readable, and written by json's C
+    encoder (an indented dump is pure Python, ~7x slower). Always valid JSON: a NaN or
+    infinite number a log holds is written as the string "NaN", "Infinity" or "-Infinity"."""
+    try:
+        text = _dumps(data, "", _ENCODE)
+    except ValueError:  # rare: only a log holding such a number pays for the walk
+        text = _dumps(_finite(data), "", _ENCODE)
+    click.echo(text)
+
+
+_ENCODE = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, default=lambda v: _jsonable(v), separators=(", ", ": ")
+).encode
+
+
+class RawJSON(str):
+    """JSON text already encoded (by a command's fast path for many rows): emit_json writes
+    it as is, one per line in its list."""
+
+
+_CONTAINERS = (dict, list, tuple, set, frozenset, RawJSON)
+_SCALARS = frozenset({str, int, float, bool, type(None)})  # the common case, tested first
+
+
+def _flat(values: Any) -> bool:
+    """Whether no value is a container or RawJSON (so the C encoder writes them on one
+    line)."""
+    scalars = _SCALARS
+    return all(type(v) in scalars or not isinstance(v, _CONTAINERS) for v in values)
+
+
+def _key(key: Any, encode: Callable[[Any], str]) -> str:
+    """A dict key as json.dumps writes it (None -> "null", True -> "true", 1 -> "1")."""
+    return encode(key if isinstance(key, str) else encode(key))
+
+
+def _dumps(value: Any, indent: str, encode: Callable[[Any], str]) -> str:
+    if type(value) is RawJSON:
+        return value
+    if isinstance(value, dict):
+        items = value.items()
+        if _flat(value.values()):
+            return encode(value)
+        inner = indent + "  "
+        body = ",\n".join(f"{inner}{_key(k, encode)}: {_dumps(v, inner, encode)}" for k, v in items)
+        return "{\n" + body + "\n" + indent + "}" if body else "{}"
+    if isinstance(value, list | tuple | set | frozenset) and not hasattr(value, "_asdict"):
+        values = list(value)
+        if _flat(values):
+            return encode(values)
+        inner = indent + "  "
+        body = ",\n".join(inner + _dumps(v, inner, encode) for v in values)
+        return "[\n" + body + "\n" + indent + "]"
+    if hasattr(value, "_asdict"):  # as _jsonable writes it
+        return _dumps(value._asdict(), indent, encode)
+    return encode(value)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float replaced by its JSON string."""
+    if isinstance(value, float):
+        return times.json_number(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):  # as json.dumps writes them
+        return [_finite(v) for v in value]
+    if hasattr(value, "_asdict"):  # as _jsonable writes it
+        return _finite(value._asdict())
+    return value
 
 
 def _jsonable(value: Any) -> Any:
@@ -226,29 +331,6 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "_asdict"):
         return value._asdict()
     return str(value)
-
-
-def iso(t: float | None) -> str | None:
-    """Epoch seconds as an ISO-8601 UTC timestamp (milliseconds when they matter)."""
-    if t is None:
-        return None
-    moment = datetime.fromtimestamp(t, UTC)
-    text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
-
-
-def clock(t: float | None) -> str:
-    """Epoch seconds as the time of day, UTC, e.g. "03:12:04"."""
-    if t is None:
-        return "-"
-    return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S")
-
-
-def when(t: float | None) -> str:
-    """Epoch seconds as "2024-05-01 03:12:04" UTC."""
-    if t is None:
-        return "-"
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def schema(name: str) -> str:

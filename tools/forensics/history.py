@@ -43,6 +43,7 @@ class HistoryRow(NamedTuple):
     scheduler_state: str | None  # the scheduler's state of the task right after the event
     mesos_state: str | None  # Mesos's latest state of the task right after the event
     detail: str  # a short description of the rest
+    task: str | None = None  # the task it is about (the one asked for)
 
 
 def source_of(event: Any) -> str:
@@ -164,6 +165,7 @@ def history(index: LogIndex, task_id: str) -> list[HistoryRow]:
                 scheduler_state,
                 mesos_state,
                 describe(event),
+                task_id,
             )
         )
     return rows

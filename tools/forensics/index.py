@@ -3,7 +3,9 @@
 `build(events)` folds (notification id, event) pairs into a `LogIndex`: the reconciliation
 runs, the commands with their dispatches and outcomes, every event about each task (with
 the scheduler and Mesos states right after it), what each command found when it was issued,
-and, when asked, the drift timeline by cell and how long each drift took to converge.
+and, when asked, the drift timeline by cell (launches in flight apart: tools/forensics/
+launches.py) and each drift episode: when its first evidence was recorded, when the ledger
+learned of the drift, and when it converged.
 
 Pure: data in, data out (the caller reads the log). The views are evolved with the Ledger's
 own `LedgerState.apply`, so "what the ledger believed" here is what the Ledger believed.
@@ -11,8 +13,9 @@ own `LedgerState.apply`, so "what the ledger believed" here is what the Ledger b
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -28,9 +31,13 @@ from engine.events import (
     ReconciliationStarted,
     ReconciliationSuperseded,
     StatusUpdateReceived,
+    TaskCreated,
     TaskMarkedLost,
 )
 from engine.ledger import LedgerState
+from tools.forensics import outcomes
+from tools.forensics.launches import in_flight
+from tools.forensics.times import DATABLE_FROM, DATABLE_UNTIL
 
 # Events that report on a command: they name it by `command_id`.
 COMMAND_STEPS: tuple[type, ...] = (
@@ -41,7 +48,10 @@ COMMAND_STEPS: tuple[type, ...] = (
     TaskMarkedLost,
 )
 # The command kind whose `tasks` is a batch of questions, not an action on one task.
-RECONCILE = "RECONCILE"
+RECONCILE = outcomes.RECONCILE
+RESCHEDULE = "RESCHEDULE"
+# What a task is in the drift timeline besides a disagreeing cell: a launch in flight.
+IN_FLIGHT = "in flight"
 
 
 class Moment(NamedTuple):
@@ -102,6 +112,12 @@ class Command:
     outcome_nid: int | None = None
     outcome_time: float | None = None
     found: Moment | None = None  # the task as the views held it when the command was issued
+    # RECONCILE only: how many tasks it asked about (None: implicit, every task), how many
+    # answered after it was issued, and when the first and the last of them came.
+    asked: int | None = None
+    answered: int = 0
+    first_answer_time: float | None = None
+    last_answer_time: float | None = None
 
     @property
     def kind(self) -> str:
@@ -132,13 +148,72 @@ class Command:
             return "failed"
         return "pending"
 
+    @property
+    def answers(self) -> str | None:
+        """A RECONCILE's answers (outcomes.ANSWERED, PARTLY, UNANSWERED), None for the other
+        kinds and for a RECONCILE cancelled or neither sent nor answered yet."""
+        if self.kind != RECONCILE or self.status == "cancelled":
+            return None
+        if not self.answered and self.status != "dispatched":
+            return None
+        return outcomes.reconcile_status(self.asked, self.answered)
+
+    @property
+    def shown_status(self) -> str:
+        """The status a reader is shown: a RECONCILE's answers once it has them, else
+        `status`."""
+        return self.answers or self.status
+
+    def heard(self, time: float) -> None:
+        """A reconciliation answer this RECONCILE asked for came at `time`."""
+        self.answered += 1
+        if self.first_answer_time is None:
+            self.first_answer_time = time
+        self.last_answer_time = time
+
 
 class DriftSample(NamedTuple):
-    """The disagreements by cell right after a notification id that changed them."""
+    """The disagreements by cell right after a notification id that changed them, and the
+    launches in flight then (not counted in by_cell)."""
 
     nid: int
     time: float
     by_cell: dict[str, int]
+    in_flight: int = 0
+
+
+class Episode(NamedTuple):
+    """One task's stretch in disagreeing cells, from the ledger learning of it on."""
+
+    task_id: str
+    cell: str  # the cell it entered first
+    nid: int  # the event that put it there: when the ledger learned of the drift
+    time: float
+    end_nid: int | None  # the event that made the two sides agree again (None: not yet)
+    end_time: float | None
+    # The earliest event the commands about the task (since its previous episode ended)
+    # rest on, if earlier than `nid`: the fault's first evidence in the log.
+    evidence_nid: int | None = None
+    evidence_time: float | None = None
+    commands: tuple[int, ...] = ()  # those commands' ids
+
+    @property
+    def first_nid(self) -> int:
+        return self.nid if self.evidence_nid is None else min(self.nid, self.evidence_nid)
+
+    @property
+    def first_time(self) -> float:
+        return self.time if self.evidence_time is None else min(self.time, self.evidence_time)
+
+    @property
+    def detection_seconds(self) -> float:
+        """From the fault's first evidence to the ledger learning of the drift."""
+        return self.time - self.first_time
+
+    @property
+    def converge_seconds(self) -> float | None:
+        """From the ledger learning of the drift to the two sides agreeing again."""
+        return None if self.end_time is None else self.end_time - self.time
 
 
 @dataclass
@@ -151,16 +226,45 @@ class LogIndex:
     by_topic: Counter[str] = field(default_factory=Counter)
     first_time: float | None = None
     last_time: float | None = None
+    # The earliest and latest event times that make a date (what a chart can show).
+    time_low: float | None = None
+    time_high: float | None = None
+    undated: int = 0  # events whose time makes no date
     runs: dict[str, Run] = field(default_factory=dict)
     commands: dict[int, Command] = field(default_factory=dict)
     task_events: dict[str, list[TaskEvent]] = field(default_factory=dict)
     # nid of a status update -> the command it confirmed / the run it answered.
     confirms: dict[int, int] = field(default_factory=dict)
     answers_run: dict[int, str] = field(default_factory=dict)
+    # (job, instance) -> its tasks, one per generation, oldest first (every task created).
+    instances: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    # a replacement -> the RESCHEDULE command that created it (every task created).
+    created_by: dict[str, int] = field(default_factory=dict)
     # with timeline=True only:
     drift_samples: list[DriftSample] = field(default_factory=list)
-    converge_seconds: list[float] = field(default_factory=list)  # per ended drift episode
+    episodes: list[Episode] = field(default_factory=list)  # by start, ended or not
     ever_drifted: set[str] = field(default_factory=set)
+    ever_in_flight: set[str] = field(default_factory=set)
+
+    @property
+    def converge_seconds(self) -> list[float]:
+        """Per ended drift episode, from the ledger learning of it to agreement."""
+        return [e.converge_seconds for e in self.episodes if e.converge_seconds is not None]
+
+    def generations(self, job: str, instance: int) -> list[str]:
+        """The tasks of one instance of a job, newest first."""
+        return list(reversed(self.instances.get((job, instance), ())))
+
+    def event_of(self, task_id: str, nid: int) -> Any | None:
+        """The event `nid` if it is among the task's events, else None."""
+        rows = self.task_events.get(task_id, ())
+        at = bisect_left(rows, nid, key=lambda row: row.nid)
+        return rows[at].event if at < len(rows) and rows[at].nid == nid else None
+
+    def event_time(self, task_id: str, nid: int) -> float | None:
+        """The time of the event `nid` among the task's events, or None."""
+        event = self.event_of(task_id, nid)
+        return None if event is None else event.time
 
     def knows(self, task_id: str) -> bool:
         return task_id in self.task_events
@@ -202,46 +306,45 @@ def build(
     events: Iterable[tuple[int, Any]],
     *,
     task: str | None = None,
+    tasks: Collection[str] | None = None,
     timeline: bool = False,
     state: LedgerState | None = None,
 ) -> LogIndex:
-    """Folds the events. With `task`, only that task's events are kept (runs and commands
-    are always kept: they are few). With `timeline`, drift samples and convergence times
-    are recorded too. `state` starts the fold from a state other than empty."""
+    """Folds the events. With `task` (or `tasks`), only those tasks' events are kept (runs,
+    commands and task creations are always kept: they are few). With `timeline`, drift
+    samples and drift episodes are recorded too. `state` starts the fold from a state other
+    than empty."""
     index = LogIndex(state=LedgerState() if state is None else state)
     st = index.state
-    drift_view = st.views.drift
-    counts: Counter[str] = Counter()
-    opened: dict[str, float] = {}
-    if timeline:
-        for d in drift_view.drift():
-            counts[d.cell.label] += 1
+    keep: set[str] | None = None
+    if task is not None or tasks is not None:
+        keep = set(tasks or ()) | ({task} if task is not None else set())
+    track = _Timeline(index) if timeline else None
     active: dict[str, set[str] | None] = {}  # running run -> tasks it asked about (None: all)
+    asks = _Asks()
+    low, high = DATABLE_FROM, DATABLE_UNTIL
     for nid, event in events:
         kind = type(event)
         index.events += 1
         index.by_topic[kind.topic] += 1
+        t = event.time
         if index.first_time is None:
-            index.first_time = event.time
-        index.last_time = event.time
+            index.first_time = t
+        index.last_time = t
+        if low <= t < high:  # makes a date (NaN fails both)
+            if index.time_low is None or t < index.time_low:
+                index.time_low = t
+            if index.time_high is None or t > index.time_high:
+                index.time_high = t
+        else:
+            index.undated += 1
         task_id = getattr(event, "task_id", None)
-        if timeline and task_id is not None:
-            before = _disagreeing(drift_view.cell(task_id))
+        if track is not None:
+            touched = track.touched(kind, event, task_id)
+            before = [track.where(x) for x in touched]
             st.apply(nid, event)
-            after = _disagreeing(drift_view.cell(task_id))
-            if before != after:
-                if before is not None:
-                    counts[before.label] -= 1
-                if after is not None:
-                    counts[after.label] += 1
-                    index.ever_drifted.add(task_id)
-                index.drift_samples.append(
-                    DriftSample(nid, event.time, {k: v for k, v in counts.items() if v})
-                )
-                if before is None:
-                    opened[task_id] = event.time
-                elif after is None and task_id in opened:
-                    index.converge_seconds.append(event.time - opened.pop(task_id))
+            for x, was in zip(touched, before, strict=True):
+                track.moved(x, was, nid, t)
         else:
             st.apply(nid, event)
         index.upto = nid
@@ -270,20 +373,23 @@ def build(
                 else:
                     run.outcome, run.superseded_by = "superseded", event.by_run_id
             active.pop(event.run_id, None)
+            asks.run_ended(event.run_id)
         elif kind is CommandIssued:
             command = Command(nid, event)
             index.commands[nid] = command
             run = index.runs.get(event.run_id) if event.run_id is not None else None
             if run is not None:
                 run.commands.append(nid)
-            if event.kind == RECONCILE and event.run_id in active:
-                asked = active[event.run_id]
-                if asked is not None:
-                    asked.update(event.tasks or ())
-            for t in command.tasks():
-                if task is None or t == task:
-                    _add(index, t, nid, event)
-            if event.task_id is not None and (task is None or event.task_id == task):
+            if event.kind == RECONCILE:
+                asks.issued(command)
+                if event.run_id in active:
+                    asked = active[event.run_id]
+                    if asked is not None:
+                        asked.update(event.tasks or ())
+            for x in command.tasks():
+                if keep is None or x in keep:
+                    _add(index, x, nid, event)
+            if event.task_id is not None:
                 command.found = moment(st, nid, event.task_id)
         elif kind in COMMAND_STEPS:
             command = index.commands.get(event.command_id)
@@ -302,14 +408,149 @@ def build(
                 command.outcome = f"cancelled: {event.reason}"
                 command.outcome_nid, command.outcome_time = nid, event.time
             about = (task_id,) if task_id is not None else command.tasks()
-            for t in about:
-                if task is None or t == task:
-                    _add(index, t, nid, event)
-        elif task_id is not None and (task is None or task_id == task):
-            _add(index, task_id, nid, event)
-            if kind is StatusUpdateReceived and event.is_reconciliation_answer and active:
-                index.answers_run[nid] = _answered_run(active, task_id)
+            for x in about:
+                if keep is None or x in keep:
+                    _add(index, x, nid, event)
+        elif task_id is not None:
+            if kind is TaskCreated:
+                _created(index, event)
+            elif kind is StatusUpdateReceived and event.is_reconciliation_answer:
+                asks.answer(task_id, t)
+            if keep is None or task_id in keep:
+                _add(index, task_id, nid, event)
+                if kind is StatusUpdateReceived and event.is_reconciliation_answer and active:
+                    index.answers_run[nid] = _answered_run(active, task_id)
+    if track is not None:
+        track.finish()
     return index
+
+
+def _created(index: LogIndex, event: TaskCreated) -> None:
+    index.instances.setdefault((event.job, event.instance), []).append(event.task_id)
+    maker = index.commands.get(event.causation) if event.causation is not None else None
+    if maker is not None and maker.kind == RESCHEDULE:
+        index.created_by[event.task_id] = maker.nid
+
+
+class _Asks:
+    """The RECONCILE commands waiting for answers: an answer about a task counts for every
+    one that asked about it since it was issued (the master answers each request, and the
+    answers cannot be told apart); an implicit one counts every answer until its run ends."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, list[Command]] = {}
+        self.implicit: dict[str | None, list[Command]] = {}
+
+    def issued(self, command: Command) -> None:
+        asked = command.event.tasks
+        if asked:
+            command.asked = len(asked)
+            for x in asked:
+                self.waiting.setdefault(x, []).append(command)
+        elif command.event.task_id is None:
+            self.implicit.setdefault(command.run_id, []).append(command)
+        else:
+            command.asked = 1
+            self.waiting.setdefault(command.event.task_id, []).append(command)
+
+    def answer(self, task_id: str, time: float) -> None:
+        for command in self.waiting.pop(task_id, ()):
+            command.heard(time)
+        for commands in self.implicit.values():
+            for command in commands:
+                command.heard(time)
+
+    def run_ended(self, run_id: str) -> None:
+        self.implicit.pop(run_id, None)
+
+
+class _Timeline:
+    """The drift timeline of a fold: counts by cell, launches in flight, and episodes."""
+
+    def __init__(self, index: LogIndex) -> None:
+        self.index = index
+        self.state = index.state
+        self.counts: Counter[str] = Counter()
+        self.flying: set[str] = set()
+        self.opened: dict[str, int] = {}  # task -> its open episode's position in episodes
+        for d in self.state.views.drift.drift():
+            where = self.where(d.task_id)
+            if where == IN_FLIGHT:
+                self.flying.add(d.task_id)
+            elif where is not None:
+                self.counts[where] += 1
+
+    @staticmethod
+    def touched(kind: type, event: Any, task_id: str | None) -> tuple[str, ...]:
+        """The tasks an event may move in the timeline: its own, or those a transient
+        RECONCILE asks about (asking ends their launch's time in flight)."""
+        if task_id is not None:
+            return (task_id,)
+        if kind is CommandIssued and event.kind == RECONCILE and event.run_id is None:
+            return tuple(event.tasks or ())
+        return ()
+
+    def where(self, task_id: str) -> str | None:
+        """The task's disagreeing cell, IN_FLIGHT, or None when the two sides agree."""
+        cell = _disagreeing(self.state.views.drift.cell(task_id))
+        if cell is None:
+            return None
+        return IN_FLIGHT if in_flight(self.state, task_id) else cell.label
+
+    def moved(self, task_id: str, before: str | None, nid: int, time: float) -> None:
+        after = self.where(task_id)
+        if before == after:
+            return
+        index = self.index
+        for where, step in ((before, -1), (after, 1)):
+            if where == IN_FLIGHT:
+                (self.flying.add if step > 0 else self.flying.discard)(task_id)
+            elif where is not None:
+                self.counts[where] += step
+        if after == IN_FLIGHT:
+            index.ever_in_flight.add(task_id)
+        elif after is not None:
+            index.ever_drifted.add(task_id)
+        index.drift_samples.append(
+            DriftSample(nid, time, {k: v for k, v in self.counts.items() if v}, len(self.flying))
+        )
+        drifting_before = before is not None and before != IN_FLIGHT
+        drifting_after = after is not None and after != IN_FLIGHT
+        if drifting_after and not drifting_before:
+            self.opened[task_id] = len(index.episodes)
+            index.episodes.append(Episode(task_id, after, nid, time, None, None))  # type: ignore[arg-type]
+        elif drifting_before and not drifting_after and task_id in self.opened:
+            at = self.opened.pop(task_id)
+            index.episodes[at] = index.episodes[at]._replace(end_nid=nid, end_time=time)
+
+    def finish(self) -> None:
+        """Each episode's commands and first evidence: the commands about its task issued
+        after the task's previous episode ended, up to this one's end."""
+        index = self.index
+        by_task: dict[str, list[Command]] = {}
+        for command in index.commands.values():
+            if command.event.task_id is not None:
+                by_task.setdefault(command.event.task_id, []).append(command)
+        previous_end: dict[str, int] = {}
+        for at, episode in enumerate(index.episodes):
+            after = previous_end.get(episode.task_id, 0)
+            until = index.upto if episode.end_nid is None else episode.end_nid
+            ids = tuple(c.nid for c in by_task.get(episode.task_id, ()) if after < c.nid <= until)
+            known = [
+                (n, index.event_time(episode.task_id, n))
+                for c in ids
+                for n in index.commands[c].event.evidence or ()
+                if n < episode.nid
+            ]
+            first, first_time = min(
+                ((n, when) for n, when in known if when is not None), default=(None, None)
+            )
+            index.episodes[at] = episode._replace(
+                evidence_nid=first,
+                evidence_time=first_time,
+                commands=ids,
+            )
+            previous_end[episode.task_id] = until
 
 
 def _disagreeing(cell: Cell | None) -> Cell | None:

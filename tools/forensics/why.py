@@ -1,16 +1,17 @@
 """Why a task was acted on: for each command about it, the chain from observation to outcome.
 
     observations (the evidence events, with ids and times)
-      -> the run that found the drift -> the rule -> the command -> its dispatch -> the outcome
+      -> what found it (a run, an update, a timer: tools/forensics/found_by.py) -> the rule
+      -> the command -> its dispatch -> the outcome
 
 and first a sentence: "killed because the implicit run #12 at 03:12:04 found it TASK_RUNNING
 on agent-3 while the scheduler had it FINISHED since 02:58:10 (rule R-IMPLICIT-KILL-TERMINAL)".
+A replacement also says where it came from: the RESCHEDULE that created it, and its ancestor.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from engine import rules
@@ -22,8 +23,11 @@ from engine.events import (
     KillRequested,
     TaskMarkedLost,
 )
+from tools.forensics import found_by as finders
 from tools.forensics.history import summary
-from tools.forensics.index import Command, LogIndex, Moment, Run
+from tools.forensics.index import RECONCILE, Command, LogIndex, Moment, Run
+from tools.forensics.outcomes import plural, run_story
+from tools.forensics.times import clock as _clock
 
 # The command kind as a past participle, for the sentence.
 VERBS: dict[str, str] = {
@@ -57,10 +61,17 @@ class Chain(NamedTuple):
     sentence: str
     found: Moment | None
     steps: list[Step]
+    found_by: str = finders.UPDATE  # tools/forensics/found_by.py's word
+    answers: str | None = None  # a RECONCILE's: "answered", "partly answered", "unanswered"
+    task: str | None = None  # the task it acts on (a replacement's chain: its ancestor)
 
 
-def _clock(t: float | None) -> str:
-    return "-" if t is None else datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S")
+class Lineage(NamedTuple):
+    """Where a replacement came from."""
+
+    command: int  # the RESCHEDULE that created it
+    ancestor: str  # the task it replaced
+    ancestors: list[str]  # all of them, the nearest first
 
 
 def rule_reason(rule_id: str) -> str | None:
@@ -86,18 +97,47 @@ def _found_clause(found: Moment | None) -> str:
     return f"{mesos} while {scheduler}"
 
 
-def sentence(command: Command, run: Run | None) -> str:
+def _evidence(command: Command) -> list[int]:
+    """The command's evidence ids, each once, in the order it gives them (a rule may name
+    one event twice: the update that moved both views)."""
+    return list(dict.fromkeys(command.event.evidence or ()))
+
+
+def finder_of(index: LogIndex, command: Command, lookup: Callable[[int], Any | None]) -> str:
+    """What made the saga issue the command (tools/forensics/found_by.py's word)."""
+    run = index.runs.get(command.run_id) if command.run_id is not None else None
+    kinds = [type(e).topic for e in map(lookup, _evidence(command)) if e is not None]
+    return finders.found_by(command.rule, None if run is None else run.kind, kinds)
+
+
+def who_found(command: Command, run: Run | None, finder: str) -> str:
+    """The subject of the sentence: what found the task, with its time."""
+    if run is not None:
+        return f"the {run.kind} run #{run.ordinal} at {_clock(run.time)}"
+    at = _clock(command.event.time)
+    evidence = _evidence(command)
+    if finder == finders.TIMER:
+        return f"the saga's timer at {at}"
+    if finder == finders.SCHEDULER:
+        return f"the saga, carrying out the scheduler's own kill decision at {at},"
+    if finder == finders.FOLLOW_UP:
+        return f"the saga, following up its own verdict at {at},"
+    source = f"event #{evidence[0]}" if evidence else "an update"
+    return f"the saga, reacting to {source} at {at},"
+
+
+def sentence(command: Command, run: Run | None, finder: str) -> str:
     """The chain in one sentence."""
     verb = VERBS.get(command.kind, f"{command.kind} issued")
-    if run is not None:
-        who = f"the {run.kind} run #{run.ordinal} at {_clock(run.time)}"
-    else:
-        who = f"a check at {_clock(command.event.time)}"
+    who = who_found(command, run, finder)
     text = f"{verb} because {who} {_found_clause(command.found)} (rule {command.rule})"
+    answers = command.answers
     if command.status == "confirmed":
         text += f"; confirmed at {_clock(command.outcome_time)} ({command.outcome})"
     elif command.outcome_nid is not None:
         text += f"; {command.outcome} at {_clock(command.outcome_time)}"
+    elif answers is not None:
+        text += f"; {_answers(command)}"
     elif command.status in ("dispatched", "failed"):
         text += f"; {command.status}, not yet confirmed"
     else:
@@ -105,6 +145,18 @@ def sentence(command: Command, run: Run | None) -> str:
     if command.event.dry_run:
         text += " (dry run: never sent)"
     return text
+
+
+def _answers(command: Command) -> str:
+    """A RECONCILE's answers in words: "answered by 200 of 200 (03:01:42 to 03:01:43)"."""
+    asked = "every task" if command.asked is None else str(command.asked)
+    if not command.answered:
+        return f"unanswered ({asked} asked)"
+    span = _clock(command.first_answer_time)
+    if command.last_answer_time != command.first_answer_time:
+        span += f" to {_clock(command.last_answer_time)}"
+    heard = plural(command.answered, "answer")
+    return f"{command.answers}: {heard} to {asked} asked ({span})"
 
 
 def _step_of(nid: int, event: Any) -> Step:
@@ -135,20 +187,21 @@ def chain(index: LogIndex, command: Command, lookup: Callable[[int], Any | None]
     e = command.event
     run = index.runs.get(e.run_id) if e.run_id is not None else None
     steps: list[Step] = []
-    for nid in e.evidence or ():
+    for nid in _evidence(command):
         evidence = lookup(nid)
         if evidence is None:
             steps.append(Step("observation", nid, None, "(not in the log)"))
         else:
             steps.append(Step("observation", nid, evidence.time, summary(evidence)))
+    finder = finder_of(index, command, lookup)
     if run is not None:
-        end = "still running" if run.outcome is None else f"ended {run.outcome}"
         steps.append(
             Step(
                 "run",
                 run.nid,
                 run.time,
-                f"{run.kind} run #{run.ordinal} ({run.run_id}, {run.trigger}), {end}",
+                f"{run.kind} run #{run.ordinal} ({run.run_id}, {run.trigger}): "
+                + run_story(run, index.commands),
             )
         )
     if command.found is not None:
@@ -158,8 +211,8 @@ def chain(index: LogIndex, command: Command, lookup: Callable[[int], Any | None]
                 "run" if run is not None else "observation",
                 command.nid,
                 e.time,
-                f"drift: cell {f.cell} (found by {f.found_by}): Mesos {f.mesos_state or '-'}, "
-                f"scheduler {f.scheduler_state or '-'}",
+                f"found by {finder}: cell {f.cell} ({finders.cell_finder(f.found_by)}): "
+                f"Mesos {f.mesos_state or '-'}, scheduler {f.scheduler_state or '-'}",
             )
         )
     reason = rule_reason(e.rule)
@@ -177,7 +230,9 @@ def chain(index: LogIndex, command: Command, lookup: Callable[[int], Any | None]
         what += " (dry run)"
     steps.append(Step("command", command.nid, e.time, what))
     steps.extend(_step_of(nid, ev) for nid, ev in command.steps)
-    if command.outcome_nid is None:
+    if command.kind == RECONCILE and command.answers is not None:
+        steps.append(Step("outcome", None, command.last_answer_time, _answers(command)))
+    elif command.outcome_nid is None:
         steps.append(Step("outcome", None, None, f"none yet ({command.status})"))
     return Chain(
         command.nid,
@@ -188,15 +243,35 @@ def chain(index: LogIndex, command: Command, lookup: Callable[[int], Any | None]
         None if run is None else run.ordinal,
         command.status,
         command.outcome,
-        sentence(command, run),
+        sentence(command, run, finder),
         command.found,
         steps,
+        finder,
+        command.answers,
+        e.task_id,
     )
 
 
 def chains(index: LogIndex, task_id: str, lookup: Callable[[int], Any | None]) -> list[Chain]:
     """Every command that acted on the task, oldest first, as chains."""
     return [chain(index, c, lookup) for c in index.commands_about(task_id)]
+
+
+def lineage(index: LogIndex, task_id: str) -> Lineage | None:
+    """The RESCHEDULE that created the task and the tasks it replaced, or None for a task
+    the scheduler created itself."""
+    made = index.created_by.get(task_id)
+    if made is None:
+        return None
+    ancestors: list[str] = []
+    current = task_id
+    while current in index.created_by and len(ancestors) <= len(index.created_by):
+        parent = index.commands[index.created_by[current]].event.task_id
+        if parent is None or parent in ancestors:
+            break
+        ancestors.append(parent)
+        current = parent
+    return Lineage(made, ancestors[0], ancestors) if ancestors else None
 
 
 def scheduler_decisions(index: LogIndex, task_id: str) -> list[tuple[int, float]]:

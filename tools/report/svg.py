@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from html import escape
+
+from tools.forensics.times import chart_label
 
 # Colour-blind-safe (Okabe-Ito).
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -30,11 +31,6 @@ def _text(x: float, y: float, text: str, *, anchor: str = "start", size: int = 1
         f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" '
         f'font-family="sans-serif">{escape(text)}</text>'
     )
-
-
-def _time_label(t: float, span: float) -> str:
-    moment = datetime.fromtimestamp(t, UTC)
-    return moment.strftime("%H:%M:%S" if span < 86400 else "%m-%d %H:%M")
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -65,7 +61,7 @@ def _x_axis(t0: float, t1: float, x: Callable[[float], float], y: float) -> list
     for tick in nice_ticks(t0, t1, 6):
         px = x(tick)
         parts.append(f'<line x1="{px:.1f}" y1="{y}" x2="{px:.1f}" y2="{y + 4}" stroke="#444"/>')
-        parts.append(_text(px, y + 16, _time_label(tick, span), anchor="middle", size=10))
+        parts.append(_text(px, y + 16, chart_label(tick, span), anchor="middle", size=10))
     return parts
 
 
@@ -116,10 +112,16 @@ def _legend(colours: dict[str, str], y: float) -> list[str]:
     return parts
 
 
-def step_lines(series: dict[str, list[tuple[float, int]]], t0: float, t1: float, label: str) -> str:
+def step_lines(
+    series: dict[str, list[tuple[float, int]]],
+    t0: float,
+    t1: float,
+    label: str,
+    empty: str = "no drift in this period",
+) -> str:
     """One step line per series of (time, value) points, values held until the next."""
     if not any(series.values()):
-        return _empty(label, "no drift in this period")
+        return _empty(label, empty)
     if t1 <= t0:
         t1 = t0 + 1
     height = 260
@@ -195,10 +197,17 @@ def stacked_bars(rows: dict[str, dict[str, int]], colours: dict[str, str], label
     return _svg(WIDTH, height + 6, body, label)
 
 
-def histogram(values: Sequence[float], label: str, unit: str = "s", bins: int = 12) -> str:
-    """A histogram of values (e.g. seconds to converge)."""
+def histogram(
+    values: Sequence[float],
+    label: str,
+    unit: str = "s",
+    bins: int = 12,
+    empty: str = "no drift converged in this period",
+) -> str:
+    """A histogram of finite values (e.g. seconds to converge), with its label as a title."""
+    values = [v for v in values if math.isfinite(v)]
     if not values:
-        return _empty(label, "no drift converged in this period")
+        return _empty(label, empty)
     low, high = 0.0, max(values)
     if high <= low:
         high = low + 1
