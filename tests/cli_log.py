@@ -30,6 +30,7 @@ from engine.events import (
     CommandIssued,
     ReconciliationCompleted,
     ReconciliationStarted,
+    StatusUpdateReceived,
 )
 from engine.ledger import Ledger
 from tools.cli import cli
@@ -195,3 +196,150 @@ def fingerprint(path: str) -> tuple[str, int, list[str]]:
     with open(data, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     return digest, os.stat(data).st_mtime_ns, sorted(os.listdir(path))
+
+
+# -- a partition the real saga handled, and a replacement --------------------------------------
+#   ten tasks web/N/gN created and assigned (ten launches in flight), then RUNNING; web/7/g7's
+#   agent is partitioned (the master says TASK_UNREACHABLE); after the partition timeout the
+#   saga marks it LOST (R-PARTITION-TIMEOUT, its evidence naming the UNREACHABLE update twice:
+#   both views' records), then replaces it (R-LOST-RESCHEDULE) with web/7/r<id>, which starts
+#   RUNNING; then the original comes back (TASK_RUNNING from the master) and is killed
+#   (R-PARTITION-RETURNED-KILL).
+PARTITION_AT = T0 + 5000.0
+JOB_SIZE = 10
+
+
+def _send(command: Any) -> None:
+    """The dispatcher's send: the fake cluster accepts every command."""
+
+
+def build_partition(path: str) -> dict[str, Any]:
+    """Writes the partition story into a new log at `path`; returns the ids that matter."""
+    ids: dict[str, Any] = {}
+    master = {"source": "SOURCE_MASTER"}
+    with Ledger.open(path, durable=False) as ledger:
+        ledger.framework_registered("fw-1", "master-1", time=T0)
+        # A launch: every task created and assigned, then their first updates.
+        for n in range(JOB_SIZE):
+            ledger.task_created(f"web/{n}/g{n}", job="web", instance=n, time=T0 + 1)
+            ledger.task_assigned(f"web/{n}/g{n}", agent_id=f"agent-{n % 3}", time=T0 + 2)
+        for n in range(JOB_SIZE):
+            ledger.status_update(
+                status(
+                    f"web/{n}/g{n}",
+                    "TASK_RUNNING",
+                    T0 + 3,
+                    uuid=uuid(100 + n),
+                    agent_id={"value": f"agent-{n % 3}"},
+                    source="SOURCE_EXECUTOR",
+                ),
+                time=T0 + 3,
+            )
+        t = PARTITION_AT
+        ids["unreachable"] = ledger.status_update(
+            status(
+                "web/7/g7",
+                "TASK_UNREACHABLE",
+                t,
+                agent_id={"value": "agent-1"},
+                reason="REASON_AGENT_REMOVED",
+                **master,
+            ),
+            time=t,
+        )
+        ledger.tick(now=t + 1)
+        ledger.tick(now=t + 901)  # past the partition timeout: MARK_LOST
+        ledger.dispatch(_send, now=t + 902)
+        ledger.tick(now=t + 903)  # the loss's side effect: RESCHEDULE
+        ledger.dispatch(_send, now=t + 904)
+        (replacement,) = [x for x in ledger.scheduler_view.tasks if x.startswith("web/7/r")]
+        ids["replacement"] = replacement
+        ledger.task_assigned(replacement, agent_id="agent-2", time=t + 905)
+        ledger.status_update(
+            status(
+                replacement,
+                "TASK_RUNNING",
+                t + 906,
+                uuid=uuid(200),
+                agent_id={"value": "agent-2"},
+                source="SOURCE_EXECUTOR",
+            ),
+            time=t + 906,
+        )
+        ids["returned"] = ledger.status_update(
+            status(
+                "web/7/g7",
+                "TASK_RUNNING",
+                t + 950,
+                agent_id={"value": "agent-1"},
+                reason="REASON_AGENT_REREGISTERED",
+                **master,
+            ),
+            time=t + 950,
+        )
+        ledger.tick(now=t + 951)  # the original is back: KILL
+        ledger.dispatch(_send, now=t + 952)
+        ids["killed"] = ledger.status_update(
+            status(
+                "web/7/g7",
+                "TASK_KILLED",
+                t + 960,
+                uuid=uuid(300),
+                agent_id={"value": "agent-1"},
+                source="SOURCE_EXECUTOR",
+            ),
+            time=t + 960,
+        )
+        ledger.tick(now=t + 961)
+        ids["last"] = ledger.last_id
+    return ids
+
+
+_partition: dict[str, Any] = {}
+
+
+def partition_story(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    """The partition story's log (built once per session; tests only read it) and its ids."""
+    if "path" not in _partition:
+        path = str(tmp_path_factory.mktemp("partition") / "log")
+        _partition["ids"] = build_partition(path)
+        _partition["path"] = path
+    return _partition["path"], _partition["ids"]
+
+
+# -- times no calendar has ----------------------------------------------------------------------
+#   ids 1-3 through Ledger.status_update (what `ingest` does): a status timestamp in
+#   milliseconds, 1e300, -1e18, each also the event time; 4-8 appended as events (a log written
+#   by anything): NaN, +inf and -inf times on a run, a KILL and its dispatch; 9 the kill's
+#   confirming update at 0 (the epoch: plausible for a virtual clock).
+ODD_TIMES = (1714532502000.0, 1e300, -1e18)
+
+
+def build_odd_times(path: str) -> None:
+    """Writes a log whose events carry times that make no date."""
+    nan, inf = float("nan"), float("inf")
+    with Ledger.open(path, durable=False) as ledger:
+        for n, t in enumerate(ODD_TIMES):
+            ledger.status_update(
+                status(f"odd/{n}", "TASK_RUNNING", t, source="SOURCE_MASTER"), time=t
+            )
+        ledger.append([StatusUpdateReceived(nan, None, "odd/3", "TASK_RUNNING")])
+        (run,) = ledger.append(
+            [ReconciliationStarted(inf, None, "implicit-1", "implicit", "schedule", inf)]
+        )
+        (kill,) = ledger.append(
+            [
+                CommandIssued(
+                    -inf, None, "KILL", "odd/3", "R-IMPLICIT-KILL-UNKNOWN", [4], "implicit-1"
+                )
+            ]
+        )
+        ledger.append([CommandDispatched(nan, None, kill)])
+        ledger.append(
+            [
+                ReconciliationCompleted(
+                    nan, None, "implicit-1", "implicit", "quiet", 0, 1, 1, 0, 1, nan, {}, {}
+                )
+            ]
+        )
+        ledger.status_update(status("odd/3", "TASK_KILLED", 0.0, uuid=uuid(7)), time=0.0)
