@@ -31,6 +31,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tools.forensics.found_by import found_by
 from tools.sim.client import call, get_json
 
 _LIVE = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING")
@@ -176,7 +177,8 @@ def _summarise(result: StepResult, events: list[tuple[int, Any]], since: int) ->
             continue
         if topic == "CommandIssued" and event.kind != "RECONCILE":
             result.commands[(event.kind, event.rule)] += 1
-            result.found_by[runs.get(event.run_id or "", "timer")] += 1
+            # The forensic commands' words (tools/forensics/found_by.py): `why` says the same.
+            result.found_by[found_by(event.rule, runs.get(event.run_id or ""))] += 1
             if len(result.examples) < 2:
                 result.examples.append(f"{event.kind} {event.task_id} ({event.rule})")
         elif topic == "ReconciliationCompleted":
