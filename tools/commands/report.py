@@ -60,6 +60,8 @@ def report_command(
                 "commands": len(audit.commands),
                 "tasks": len(audit.pages),
                 "tasks_left_out": audit.tasks_left_out,
+                "tasks_drifted": audit.tasks_drifted,
+                "tasks_acted_on": audit.tasks_acted_on,
             }
         )
         return
