@@ -23,7 +23,8 @@ from tools.forensics.verify import verify
 def verify_command(log_path: str, as_of: str | None, as_json: bool) -> None:
     """Check every record's checksum, that notification ids have no gaps, that the index
     and snapshots are sound, and that the views rebuilt from scratch equal the newest
-    snapshot. Exit status 1 when anything is damaged (each damaged record is named)."""
+    snapshot. Exit status 1 when anything is damaged (each damaged record is named).
+    Events with an implausible time are warnings: named, exit status unchanged."""
     with open_readonly(log_path) as ledger:
         at = resolve_as_of(ledger, as_of)
         report = verify(ledger, None if at.is_now else at.nid)
@@ -40,6 +41,8 @@ def verify_command(log_path: str, as_of: str | None, as_json: bool) -> None:
                 "snapshots": report.snapshots,
                 "checks": [c._asdict() for c in report.checks],
                 "problems": [p._asdict() for p in report.problems],
+                "warnings": [p._asdict() for p in report.warnings],
+                "implausible_times": report.implausible,
             }
         )
     else:
@@ -62,5 +65,14 @@ def verify_command(log_path: str, as_of: str | None, as_json: bool) -> None:
                 )
         else:
             out.print(f"log {ledger.path} is sound ({report.records:,} records)")
+        if report.warnings:
+            table = Table(title="warnings (the log is sound; these are odd)", title_justify="left")
+            for name in ("check", "id", "what"):
+                table.add_column(name, overflow="fold")
+            for p in report.warnings:
+                table.add_row(p.check, dash(p.id), p.problem)
+            out.print(table)
+            if report.implausible > len(report.warnings):
+                out.print(f"... and {report.implausible - len(report.warnings):,} more")
     if not report.ok:
         raise SystemExit(DAMAGE_FOUND)

@@ -1,6 +1,8 @@
 """Checking a log end to end: every record's checksum, gap-free ids, the index, the unique
 index of agent updates, the snapshots, and that the views rebuilt from scratch equal the
-newest snapshot.
+newest snapshot. It also warns (without failing: the log is sound, the readers print any
+time) about events whose time is not believable as a cluster's clock (tools/forensics/
+times.py: NaN, infinite, before 1970, after 2099, e.g. a timestamp in milliseconds).
 
 Reads only. Unlike a replay, it does not stop at the first damaged record: it names every
 one (notification id, key, database, what failed) and goes on.
@@ -21,10 +23,12 @@ from engine.ledger_state import STREAM_WIRE, LedgerState
 from engine.store import UNIQUE_UPTO, DamagedRecord, NewerLog
 from engine.wire import WireError, from_wire
 from projections import snapshots
+from tools.forensics.times import implausible
 from tools.readonly import ReadOnlyLedger
 
 _U64 = struct.Struct(">Q")
 _CHUNK = 5000
+MAX_WARNINGS = 100  # rows of implausible times listed (all are counted)
 
 
 class Problem(NamedTuple):
@@ -53,6 +57,8 @@ class Report:
     snapshots: int = 0
     checks: list[Check] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # the first MAX_WARNINGS
+    implausible: int = 0  # events with an implausible time, all of them
 
     @property
     def ok(self) -> bool:
@@ -132,6 +138,7 @@ def verify(ledger: ReadOnlyLedger, upto: int | None = None) -> Report:
                 problems.append(Problem("records", nid, "notifications", key.hex(), str(e)))
                 continue
             report.ledger_events += 1
+            _check_times(report, nid, key, event)
             state.apply(nid, event)
             if type(event) is StatusUpdateReceived and event.uuid is not None:
                 keyed.setdefault(update_key(event.task_id, event.uuid), nid)
@@ -140,9 +147,10 @@ def verify(ledger: ReadOnlyLedger, upto: int | None = None) -> Report:
         damaged += 1
     if compare_at is not None and rebuilt is None:
         rebuilt = state
-    report.checks.append(
-        Check("records", damaged == 0, f"{report.records:,} records read, {damaged} damaged")
-    )
+    detail = f"{report.records:,} records read, {damaged} damaged"
+    if report.implausible:
+        detail += f", {report.implausible:,} event(s) with an implausible time (warnings)"
+    report.checks.append(Check("records", damaged == 0, detail))
     gaps = sum(1 for p in problems if p.check == "ids")
     report.checks.append(
         Check(
@@ -157,6 +165,20 @@ def verify(ledger: ReadOnlyLedger, upto: int | None = None) -> Report:
     order = ("records", "ids", "index", "unique", "snapshots", "views")
     report.checks.sort(key=lambda c: order.index(c.name))
     return report
+
+
+def _check_times(report: Report, nid: int, key: bytes, event: Any) -> None:
+    """Warns about the event's time (and an update's Mesos timestamp) if implausible."""
+    found = [("event time", implausible(event.time))]
+    if type(event) is StatusUpdateReceived:
+        found.append(("status timestamp", implausible(event.timestamp)))
+    bad = [f"{name} {why}" for name, why in found if why is not None]
+    if not bad:
+        return
+    report.implausible += 1
+    if len(report.warnings) < MAX_WARNINGS:
+        what = f"implausible time: {'; '.join(bad)}"
+        report.warnings.append(Problem("records", nid, "notifications", key.hex(), what))
 
 
 def _copy(state: LedgerState) -> LedgerState:
