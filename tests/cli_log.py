@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import shutil
 from typing import Any
@@ -188,6 +189,13 @@ def private_copy(path: str, folder: Any) -> str:
 def run(*args: str, input: str | bytes | None = None) -> Any:
     """Runs `taskledger ARGS` in this process; the result has exit_code, stdout, stderr."""
     return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def as_json(*args: str) -> dict:
+    """`taskledger ARGS --json`, which must succeed, as the document it printed."""
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
 
 
 def fingerprint(path: str) -> tuple[str, int, list[str]]:

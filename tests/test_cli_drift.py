@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_log import T0, partition_story, run, story
+from cli_log import T0, as_json, partition_story, run, story
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,12 +26,6 @@ def story_log(tmp_path_factory):
 @pytest.fixture(scope="module")
 def partition_log(tmp_path_factory):
     return partition_story(tmp_path_factory)
-
-
-def as_json(*args: str) -> dict:
-    result = run(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def test_a_launch_in_flight_is_not_drift(story_log):

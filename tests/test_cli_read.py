@@ -3,8 +3,6 @@ never write to the log."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from cli_log import (
     BEFORE_DRIFT,
@@ -13,6 +11,7 @@ from cli_log import (
     MARKER,
     ROGUE_SEEN,
     SNAPSHOT_AT,
+    as_json,
     fingerprint,
     run,
     story,
@@ -22,12 +21,6 @@ from cli_log import (
 @pytest.fixture(scope="module")
 def story_log(tmp_path_factory):
     return story(tmp_path_factory)
-
-
-def as_json(*args: str) -> dict:
-    result = run(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def test_history_lists_every_event_about_the_task_in_order(story_log):
@@ -236,7 +229,7 @@ def test_report_does_not_write_to_the_log(story_log, tmp_path):
 
 
 def test_query_sorts_task_ids_naturally_and_pages_stably(tmp_path):
-    from cli_log import T0
+    from cli_log import T0, as_json
 
     from engine.ledger import Ledger
 

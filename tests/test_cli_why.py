@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_log import KILL, ROGUE_SEEN, partition_story, run, story
+from cli_log import KILL, ROGUE_SEEN, as_json, partition_story, run, story
 
 from engine import rules
 from tools.forensics import found_by
@@ -22,12 +22,6 @@ def story_log(tmp_path_factory):
 @pytest.fixture(scope="module")
 def partition_log(tmp_path_factory):
     return partition_story(tmp_path_factory)
-
-
-def as_json(*args: str) -> dict:
-    result = run(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def by_kind(doc: dict, kind: str) -> dict:
