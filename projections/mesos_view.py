@@ -140,6 +140,14 @@ class MesosView:
             return None
         return self._record(row)
 
+    def changed(self, task_id: str) -> tuple[int, float] | None:
+        """(nid, time) of the update that set the task's latest state, or None: two columns
+        read (record builds the whole record; a drift of 100,000 tasks asks this of each)."""
+        row = self.index.rows.get(task_id)
+        if row is None or not self._state[row]:
+            return None
+        return self._nid[row], self._time[row]
+
     def _record(self, row: int) -> MesosTask:
         states, flags, sources, reasons, agents, timestamps, nids, times = self._columns
         values = self.index.strings.values

@@ -196,6 +196,14 @@ class SchedulerView:
             return None
         return self._record(row)
 
+    def changed(self, task_id: str) -> tuple[int, float] | None:
+        """(nid, time) of the task's last state change, or None: two columns read (record
+        builds the whole record; a drift of 100,000 tasks asks this of each)."""
+        row = self.index.rows.get(task_id)
+        if row is None or not self._state[row]:
+            return None
+        return self._nid[row], self._time[row]
+
     def _record(self, row: int) -> SchedulerTask:
         state, previous, job, instance, agent, nid, time, failures, effects = self._columns
         values = self._values

@@ -7,12 +7,14 @@ import json
 
 import pytest
 from cli_log import T0, as_json, partition_story, run, story
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_views import histories
 
 from engine.drift_table import Cell, FoundBy, Holds
 from engine.ledger import Ledger
 from projections.drift_view import Drift
+from projections.views import Views
 from tools.commands import drift as drift_command_module
 from tools.commands.common import _finite
 from tools.readonly import ReadOnlyLedger
@@ -110,3 +112,15 @@ def test_the_json_fast_path_writes_what_the_dict_would(task_id, scheduler, mesos
     times = {} if when is None else {since: when}
     expected = json.loads(json.dumps(_finite(drift_command_module.task_json(d, times))))
     assert json.loads(drift_command_module.task_text(d, times)) == expected
+
+
+@settings(max_examples=100)
+@given(histories)
+def test_what_changed_a_task_is_what_its_record_says(history):
+    views = Views.rebuild(history)
+    for view in (views.scheduler, views.mesos):
+        for task_id in views.drift.cells:
+            record = view.record(task_id)
+            expected = None if record is None else (record.nid, record.time)
+            assert view.changed(task_id) == expected
+    assert views.mesos.changed("never-seen") is None

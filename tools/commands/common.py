@@ -302,9 +302,11 @@ def _dumps(value: Any, indent: str, encode: Callable[[Any], str]) -> str:
         return "{\n" + body + "\n" + indent + "}" if body else "{}"
     if isinstance(value, list | tuple | set | frozenset) and not hasattr(value, "_asdict"):
         values = list(value)
+        inner = indent + "  "
+        if values and all(type(v) is RawJSON for v in values):  # a command's many rows
+            return "[\n" + ",\n".join(inner + v for v in values) + "\n" + indent + "]"
         if _flat(values):
             return encode(values)
-        inner = indent + "  "
         body = ",\n".join(inner + _dumps(v, inner, encode) for v in values)
         return "[\n" + body + "\n" + indent + "]"
     if hasattr(value, "_asdict"):  # as _jsonable writes it

@@ -57,9 +57,9 @@ def since_times(ledger: ReadOnlyLedger, state: LedgerState, drift: Iterable[Drif
     for d in drift:
         if d.since in found:
             continue
-        for record in (mesos.record(d.task_id), scheduler.record(d.task_id)):
-            if record is not None and record.nid == d.since:
-                found[d.since] = record.time
+        for changed in (mesos.changed(d.task_id), scheduler.changed(d.task_id)):
+            if changed is not None and changed[0] == d.since:
+                found[d.since] = changed[1]
                 break
         else:
             missing.add(d.since)
