@@ -102,17 +102,35 @@ def _number(value: float | None) -> str:
     return _NONFINITE.get(text, text)
 
 
+_ROW = (
+    '{"task_id": %s, "scheduler_state": %s, "mesos_state": %s, "since": %d, '
+    '"since_time": %s, "since_iso": %s}'
+)
+_STATES: dict[str | None, str] = {None: "null"}  # a state's JSON text (few distinct)
+
+
+def _state(name: str | None) -> str:
+    text = _STATES.get(name)
+    if text is None:
+        text = _STATES[name] = _TEXT(name)
+    return text
+
+
 def task_text(d: Drift, times: dict) -> RawJSON:
     """task_json(d, times) encoded, written directly: a drift may list 100,000 tasks, and
     building then encoding a dict for each was most of the command's time."""
     since_time = times.get(d.since)
     since_iso = iso(since_time)
     return RawJSON(
-        f'{{"task_id": {_TEXT(d.task_id)}, '
-        f'"scheduler_state": {"null" if d.scheduler_state is None else _TEXT(d.scheduler_state)}, '
-        f'"mesos_state": {"null" if d.mesos_state is None else _TEXT(d.mesos_state)}, '
-        f'"since": {int(d.since)}, "since_time": {_number(since_time)}, '
-        f'"since_iso": {"null" if since_iso is None else _TEXT(since_iso)}}}'
+        _ROW
+        % (
+            _TEXT(d.task_id),
+            _state(d.scheduler_state),
+            _state(d.mesos_state),
+            d.since,
+            _number(since_time),
+            "null" if since_iso is None else _TEXT(since_iso),
+        )
     )
 
 
