@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS: dict[str, str] = {
     "Ledger": "engine.ledger",
     "LedgerLocked": "engine.ledger",
+    "TaskExists": "engine.ledger",
+    "BadTime": "engine.times",
     "PendingCommand": "engine.outbox",
     "DispatchReport": "engine.dispatcher",
     "SagaConfig": "engine.saga",
@@ -28,6 +30,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "BadTime",
     "DamagedRecord",
     "DispatchReport",
     "Ledger",
@@ -37,16 +40,18 @@ __all__ = [
     "MalformedStatus",
     "PendingCommand",
     "SagaConfig",
+    "TaskExists",
 ]
 assert sorted(_EXPORTS) == __all__, "a public name without its module, or the reverse"
 
 if TYPE_CHECKING:
     from engine.dispatcher import DispatchReport
-    from engine.ledger import Ledger, LedgerLocked
+    from engine.ledger import Ledger, LedgerLocked, TaskExists
     from engine.outbox import PendingCommand
     from engine.saga import SagaConfig
     from engine.store import DamagedRecord, LogFull, LogOpenError
     from engine.task_status import MalformedStatus
+    from engine.times import BadTime
 
 
 def __getattr__(name: str) -> Any:

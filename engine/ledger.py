@@ -19,10 +19,12 @@ share the file under their own originators, and replay skips them.
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import threading
 import time as _time
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import msgpack
@@ -55,16 +57,30 @@ from engine.outbox import plan as _plan_dispatch
 from engine.saga import SagaConfig, SagaState
 from engine.store import UNIQUE_UPTO, DuplicateKey, LMDBDatastore, LogOpenError
 from engine.task_status import status_from_mesos
+from engine.times import MAX_TIME, check_time
 from engine.wire import to_wire
 from projections import snapshots
 from projections.drift_view import Drift
 from projections.views import Views
 
 _LOCK_FILE = "ledger.lock"
+_TIME_OF = itemgetter(0)
 
 
 class LedgerLocked(LogOpenError):
     """Another process has the log open for writing."""
+
+
+class TaskExists(ValueError):
+    """``task_created`` for a task id the scheduler already holds (or another thread is
+    creating right now): nothing was written. ``state`` is the task's scheduler state, or
+    None while the other creation is still being appended."""
+
+    def __init__(self, task_id: str, state: str | None) -> None:
+        where = "is being created by another caller" if state is None else f"is {state}"
+        super().__init__(f"task {task_id!r} exists already ({where}); task ids are never reused")
+        self.task_id = task_id
+        self.state = state
 
 
 class Ledger(LogReader):
@@ -87,6 +103,8 @@ class Ledger(LogReader):
         self._views_lock = threading.RLock()
         # Updates appended but not yet committed, so a concurrent re-delivery is a dup too.
         self._dedup_lock = threading.Lock()
+        # Task ids whose TaskCreated is being appended: a concurrent creator of one loses.
+        self._creating: set[str] = set()
         self._inflight: set[tuple[str, str]] = set()
         # The saga's decisions are serialised by this lock (tick, reconcile, dispatch,
         # resume); `saga_config` may be replaced at any time: it changes later decisions,
@@ -148,10 +166,29 @@ class Ledger(LogReader):
     def task_created(
         self, task_id: str, *, job: str, instance: int = 0, time: float | None = None
     ) -> int:
-        """The scheduler created a task; returns its notification id once durable."""
+        """The scheduler created a task; returns its notification id once durable.
+
+        A task id is created once: ``TaskExists`` (naming the task's state) if the scheduler
+        holds it already, whatever its state, or if another thread is creating it now
+        (exactly one concurrent creator wins); nothing is written then. A scheduler that
+        retries after a crash reopens the log, whose views say what it created; a repeat is
+        refused rather than ignored, so two instances given one id by a bug are caught.
+        """
         _check_text("task_id", task_id)
         _check_text("job", job)
-        return self._append_one(TaskCreated(self._now(time), None, task_id, job, instance))
+        event = TaskCreated(self._now(time), None, task_id, job, instance)
+        with self._dedup_lock:
+            if task_id in self._creating:
+                raise TaskExists(task_id, None)
+            state = self._state.views.scheduler.get(task_id)
+            if state is not None:
+                raise TaskExists(task_id, state)
+            self._creating.add(task_id)
+        try:
+            return self._append_one(event)
+        finally:
+            with self._dedup_lock:
+                self._creating.discard(task_id)
 
     def task_assigned(self, task_id: str, *, agent_id: str, time: float | None = None) -> int:
         """The scheduler assigned the task to an agent (a launch is on its way)."""
@@ -174,7 +211,10 @@ class Ledger(LogReader):
         A malformed status raises a ``MalformedStatus`` (a ValueError) naming the field;
         nothing is written.
         """
-        event = status_from_mesos(status, time=self._now(time))
+        at = self._now(time)
+        # A timestamp may lie at most a day after its receipt: after the event's time, or
+        # the machine's clock when that is later (a virtual clock may run far behind it).
+        event = status_from_mesos(status, time=at, received=max(at, _time.time()))
         if event.uuid is None:  # a master's answer: no identity to repeat
             return self._append_one(event)
         key = (event.task_id, event.uuid)
@@ -254,6 +294,7 @@ class Ledger(LogReader):
         update's key, whichever way it was appended."""
         if not events:
             return []
+        _check_event_times(events)
         enforce = bool(unique_keys)
         if not enforce:
             keys = [
@@ -290,7 +331,9 @@ class Ledger(LogReader):
             self.observer.observe_commit(sum(len(r.result) for r in requests))
 
     def _now(self, time: float | None) -> float:
-        return self._clock() if time is None else float(time)
+        if time is None:
+            return check_time("the ledger's clock", self._clock())
+        return check_time("time", time)
 
     # -- reading ---------------------------------------------------------------------------------
     @property
@@ -334,11 +377,12 @@ class Ledger(LogReader):
         The first round's RECONCILE commands are in the outbox when this returns; later
         rounds, the counting of answers and the completion happen in ``tick``.
         """
+        now = check_time("now", now)
         with self._saga_lock:
             with self._views_lock:
                 state = self._state
                 events = _saga.start_run(
-                    state.saga, state.views, kind, trigger, float(now), self.saga_config
+                    state.saga, state.views, kind, trigger, now, self.saga_config
                 )
             self.append(events)
             self.tick(now=now)
@@ -351,7 +395,7 @@ class Ledger(LogReader):
         (commands go to the outbox) and returns their ids; [] if there was nothing to do.
         The same log and the same ``now`` decide the same.
         """
-        now = float(now)
+        now = check_time("now", now)
         ids: list[int] = []
         with self._saga_lock:
             for _ in range(8):  # a run's start, then its first round: a few passes at most
@@ -378,6 +422,7 @@ class Ledger(LogReader):
         loses nothing)."""
 
         def plan_at(now: float) -> DispatchPlan:
+            now = check_time("now", now)  # before anything is sent or appended
             with self._views_lock:
                 state = self._state
                 return _plan_dispatch(
@@ -398,17 +443,18 @@ class Ledger(LogReader):
 
     def dispatch(self, send: Callable[[PendingCommand], object], *, now: float) -> DispatchReport:
         """One dispatch pass at ``now`` (see ``dispatcher``)."""
-        return self.dispatcher(send).dispatch(now=float(now))
+        return self.dispatcher(send).dispatch(now=check_time("now", now))
 
     def resume(self, *, now: float, operator: str, reason: str = "") -> int | None:
         """An operator resumes dispatch after the blast-radius breaker halted it; the
         commands pending now are approved. Returns the event's id, or None if dispatch was
         not halted."""
+        now = check_time("now", now)
         _check_text("operator", operator)
         with self._saga_lock:
             if self._state.saga.outbox.halted is None:
                 return None
-            return self._append_one(DispatchResumed(float(now), None, operator, reason))
+            return self._append_one(DispatchResumed(now, None, operator, reason))
 
     # -- snapshots -------------------------------------------------------------------------------
     def snapshot(self, *, time: float | None = None) -> SnapshotInfo:
@@ -445,6 +491,26 @@ class Ledger(LogReader):
 
         self._store.write(delete)
         return sorted(int.from_bytes(key, "big") for key in doomed)
+
+
+def _check_event_times(events: Sequence[NamedTuple]) -> None:
+    """Every event's time is a number within times.MAX_TIME of the epoch (BadTime naming
+    the event otherwise). A sum (NaN and infinities survive it), a min and a max over the
+    batch in C; only when they fail, a look at each event to name the one at fault."""
+    times = list(map(_TIME_OF, events))  # time is field 0 of every kind (engine/events.py)
+    try:
+        if (
+            math.isfinite(sum(times))
+            and min(times) >= -MAX_TIME
+            and max(times) <= MAX_TIME
+            and True not in times  # a bool is a number to sum(); 1.0 and 0.0 look again
+            and False not in times
+        ):
+            return
+    except TypeError:  # a time that is not a number: named below
+        pass
+    for position, event in enumerate(events):
+        check_time(f"time of event {position} ({type(event).__name__})", event[0])
 
 
 def _check_text(name: str, value: object) -> None:

@@ -2,11 +2,15 @@
 
 Everything Mesos may send is named and checked here, once: a malformed status raises a
 `MalformedStatus` (a ValueError) naming the field and the value, before anything is written.
+The value is shown bounded (depth, length), so that any value, however deep or long, gives
+the same kind of one-line error; the exception keeps the value itself in ``value``.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
+import reprlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,16 +19,41 @@ import msgpack
 from engine.events import EMPTY, StatusUpdateReceived
 from engine.mesos_states import BY_NAME as _MESOS_STATES
 from engine.mesos_states import UnknownTaskState
+from engine.times import timestamp_problem
+
+# How a refused value is shown: a few levels and items deep, each text cut short.
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel = 4
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlong = 40
+_SHOWN_LENGTH = 200
+# The deepest nesting msgpack reads back, counting the event's wire array and `extra`.
+_DEPTH = 1024
+
+
+def shown(value: object) -> str:
+    """A bounded, safe rendering of any value: never longer than about 200 characters,
+    never recursing deeper than a few levels (a nesting 2,000 deep is shown as ``[[[[...]]]]``),
+    and a value whose own repr fails is shown by its type."""
+    try:
+        text = _SHOWN.repr(value)
+    except Exception:  # a broken __repr__ that reprlib does not catch itself
+        text = f"<{type(value).__name__} object>"
+    if len(text) > _SHOWN_LENGTH:
+        text = text[:_SHOWN_LENGTH] + "..."
+    return text
 
 
 class MalformedStatus(ValueError):
-    """A TaskStatus dict that is not a valid Mesos v1 TaskStatus; names field and value."""
+    """A TaskStatus dict that is not a valid Mesos v1 TaskStatus; names field and value.
 
-    def __init__(self, field: str, value: object, problem: str) -> None:
-        shown = repr(value)
-        if len(shown) > 200:
-            shown = shown[:200] + "..."
-        super().__init__(f"TaskStatus field {field!r} {problem}, got {shown}")
+    One sentence: ``TaskStatus field 'F' <problem>, got <value>[; <hint>]``."""
+
+    def __init__(self, field: str, value: object, problem: str, hint: str = "") -> None:
+        message = f"TaskStatus field {field!r} {problem}, got {shown(value)}"
+        # ValueError's, not the next class in a subclass's MRO (UnknownTaskState words its
+        # own message): the sentence above is the whole message.
+        ValueError.__init__(self, f"{message}; {hint}" if hint else message)
         self.field = field
         self.value = value
 
@@ -41,10 +70,28 @@ class InvalidStatusField(MalformedStatus):
 
 
 class UnknownStatusState(MalformedStatus, UnknownTaskState):
-    """TaskStatus.state is text, but not a Mesos task state name."""
+    """TaskStatus.state is text, but not a Mesos task state name. The message names the
+    nearest state when there is one (``RUNNING``: ``TASK_RUNNING``)."""
 
     def __init__(self, value: object) -> None:
-        MalformedStatus.__init__(self, "state", value, "is not a Mesos task state")
+        near = nearest_state(value) if isinstance(value, str) else None
+        hint = f"did you mean {near!r}?" if near else ""
+        MalformedStatus.__init__(self, "state", value, "is not a Mesos task state", hint)
+
+
+def nearest_state(name: str) -> str | None:
+    """The Mesos task state ``name`` was most likely meant to be: the name with the
+    ``TASK_`` prefix or in capitals (``running``, ``RUNNING``), else the closest by
+    spelling (``TASK_RUNING``); None when nothing is close."""
+    upper = name.strip().upper()
+    for candidate in (upper, f"TASK_{upper}"):
+        if candidate in _MESOS_STATES:
+            return candidate
+    for candidate in (upper, f"TASK_{upper}"):
+        close = difflib.get_close_matches(candidate, list(_MESOS_STATES), n=1, cutoff=0.8)
+        if close:
+            return close[0]
+    return None
 
 
 _KNOWN_STATUS_FIELDS = frozenset(
@@ -96,20 +143,38 @@ def _check_unicode(field: str, value: str) -> None:
         raise InvalidStatusField(field, value, f"is not valid Unicode ({e.reason})") from None
 
 
-def _check_storable(field: str, value: object) -> None:
+def _check_storable(field: str, value: object, stored: object = None) -> None:
     """Refuses a value the log cannot store and read back: an int outside 64 bits, a lone
     surrogate, a map key that is not text (the log reads maps with text keys only, so such
-    an update would be written and then make the log unreadable), a set, an object."""
+    an update would be written and then make the log unreadable), a set, an object, or a
+    nesting deeper than msgpack reads back (1,024 levels: a deeper one packs, then every
+    replay of the log would fail on it). ``stored`` is the value as the event's wire array
+    holds it (default: the value itself, one level down), so that the depth checked is the
+    depth written."""
     try:
-        msgpack.unpackb(msgpack.packb(value))
+        msgpack.unpackb(msgpack.packb([value if stored is None else stored]))
     except (TypeError, ValueError, OverflowError) as e:
-        raise InvalidStatusField(field, value, f"cannot be stored in the log ({e})") from None
+        deep = isinstance(e, msgpack.StackError) or str(e).startswith("recursion limit")
+        if deep:
+            problem = f"is nested too deeply to be stored in the log ({_DEPTH} levels at most)"
+        else:
+            problem = f"cannot be stored in the log ({e})"
+        raise InvalidStatusField(field, value, problem) from None
 
 
 def status_from_mesos(
-    status: Mapping[str, Any], *, time: float, causation: int | None = None
+    status: Mapping[str, Any],
+    *,
+    time: float,
+    causation: int | None = None,
+    received: float | None = None,
 ) -> StatusUpdateReceived:
     """Validate a TaskStatus dict exactly as pymesos delivers it and make the event.
+
+    ``time`` is the event's time (when the ledger records it). A ``timestamp`` must be
+    finite and not negative, and, when ``received`` (the receiving machine's time) is
+    given, at most a day after it (engine/times.py): a value in milliseconds is refused
+    with a hint that says so.
 
     Raises a MalformedStatus subclass naming the field and the offending value. Unknown fields
     (data, unreachable_time, check_status, container_status, limitation, anything newer) go
@@ -137,9 +202,15 @@ def status_from_mesos(
     if timestamp is not None:
         if type(timestamp) is not float and (type(timestamp) is not int):
             raise InvalidStatusField("timestamp", timestamp, "must be a number of seconds")
-        timestamp = float(timestamp)
+        try:
+            timestamp = float(timestamp)
+        except OverflowError:  # an int beyond a float's range
+            raise InvalidStatusField("timestamp", timestamp, "must be finite") from None
         if not math.isfinite(timestamp):
             raise InvalidStatusField("timestamp", timestamp, "must be finite")
+        implausible = timestamp_problem(timestamp, received)
+        if implausible is not None:
+            raise InvalidStatusField("timestamp", timestamp, *implausible)
     uuid = _optional_text(status, "uuid")
     source = _optional_text(status, "source")
     reason = _optional_text(status, "reason")
@@ -166,7 +237,7 @@ def status_from_mesos(
                     raise InvalidStatusField(
                         repr(key), value, "has a name that is not text"
                     ) from None
-                _check_storable(key, value)
+                _check_storable(key, value, {key: value})
             raise
     return StatusUpdateReceived(
         time,

@@ -55,7 +55,7 @@ INSTANCES = 6
 # snapshots now and then; each line is printed only after the append returned.
 _WRITER = r"""
 import base64, os, random, sys, threading, time
-from engine.ledger import Ledger
+from engine.ledger import Ledger, TaskExists
 
 path, seed = sys.argv[1], int(sys.argv[2])
 ledger = Ledger.open(path)
@@ -74,7 +74,10 @@ def worker(n):
         task = f"job/{rng.randrange(30)}"
         roll = rng.random()
         if roll < 0.05:
-            say(ledger.task_created(task, job="job", instance=0), "TaskCreated", task)
+            try:  # a task id is created once; the second creator is refused, writing nothing
+                say(ledger.task_created(task, job="job", instance=0), "TaskCreated", task)
+            except TaskExists:
+                pass
         elif roll < 0.08:
             say(ledger.task_assigned(task, agent_id=f"agent-{n}"), "TaskAssigned", task)
         elif roll < 0.09 and n == 0:

@@ -19,9 +19,10 @@ from projections.views import Views
 
 def _fill(ledger: Ledger, tasks: int, start_time: float = 0.0) -> None:
     for t in range(tasks):
-        ledger.task_created(f"t{t}", job="j", time=start_time + t)
+        ledger.task_created(f"t{int(start_time) + t}", job="j", time=start_time + t)
         ledger.status_update(
-            {"task_id": {"value": f"t{t}"}, "state": "TASK_RUNNING"}, time=start_time + t + 0.5
+            {"task_id": {"value": f"t{int(start_time) + t}"}, "state": "TASK_RUNNING"},
+            time=start_time + t + 0.5,
         )
 
 
