@@ -31,6 +31,7 @@ import msgpack
 from eventsourcing.persistence import StoredEvent
 
 from engine import saga as _saga
+from engine import time_index
 from engine.codec import frame
 from engine.dedup import update_key
 from engine.dispatcher import Dispatcher, DispatchReport
@@ -64,6 +65,8 @@ from projections.drift_view import Drift
 from projections.views import Views
 
 _LOCK_FILE = "ledger.lock"
+# Past this many ids after the time index, `id_at` indexes them rather than scan (~0.1 s).
+_UNINDEXED_SCAN = 65_536
 _TIME_OF = itemgetter(0)
 
 
@@ -114,6 +117,7 @@ class Ledger(LogReader):
         self._state = self.load(None)
         self._unique = datastore.db("unique")
         self._index_update_keys()
+        time_index.catch_up(datastore, self._recorder)  # "as of a time" exact (see id_at)
         # Told of every append (latency, kinds) and commit (batch size): tools.metrics.Metrics.
         self.observer: Any = None
         datastore.after_commit = self._after_commit
@@ -364,6 +368,13 @@ class Ledger(LogReader):
         """The notification id the views cover."""
         return self._state.last_nid
 
+    def id_at(self, timestamp: float) -> int:
+        """As ``LogReader.id_at``; a long tail the time index does not cover yet (a Ledger
+        that has not snapshotted for a while) is indexed first, so it is scanned once."""
+        if time_index.unindexed(self._store, self._recorder) > _UNINDEXED_SCAN:
+            time_index.catch_up(self._store, self._recorder)
+        return super().id_at(timestamp)
+
     # -- the reconciliation saga (engine/saga.py, engine/reconciliation.py, engine/outbox.py) --
     @property
     def saga(self) -> SagaState:
@@ -473,6 +484,7 @@ class Ledger(LogReader):
             txn.put(key, frame(key, payload), db=self._snapshots_db())
 
         self._store.write(put)
+        time_index.catch_up(self._store, self._recorder)  # while the tail is short
         return SnapshotInfo(nid, len(payload), _time.perf_counter() - started)
 
     def prune_snapshots(self, keep: int) -> list[int]:

@@ -10,18 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-import msgpack
-
+from engine import time_index
 from engine.codec import CodecError, unframe
-from engine.ledger_state import (
-    STREAM_WIRE,
-    LedgerState,
-    SnapshotInfo,
-    decode_records,
-)
+from engine.ledger_state import LedgerState, SnapshotInfo, decode_records
 from engine.replay import Replayed, replay
 from engine.store import DamagedRecord, LMDBApplicationRecorder, LMDBDatastore
-from engine.wire import from_wire
+from engine.times import check_time
 from projections import snapshots
 from projections.views import Views
 
@@ -78,21 +72,10 @@ class LogReader:
 
     def id_at(self, timestamp: float) -> int:
         """The last notification id whose event time is at or before ``timestamp`` (0 if
-        none). Event times are the callers'; this assumes they do not go backwards."""
-        low, high = 0, self.max_id()
-        while low < high:  # invariant: events up to `low` are at or before timestamp
-            middle = (low + high + 1) // 2
-            if self._event_time(middle) <= timestamp:
-                low = middle
-            else:
-                high = middle - 1
-        return low
-
-    def _event_time(self, nid: int) -> float:
-        for _, record in self._recorder.scan(nid, nid):
-            if record[0] == STREAM_WIRE:
-                return from_wire(record[2], msgpack.unpackb(record[3])).time
-        return float("-inf")  # another application's event: no time of ours
+        none): "as of a time" means the state right after it. Exact whatever the order of
+        the times in the log (engine/time_index.py says how, and why they may go back)."""
+        moment = check_time("timestamp", timestamp)
+        return time_index.id_at(self._store, self._recorder, moment)
 
     # -- snapshots ---------------------------------------------------------------------------
     def _snapshots_db(self) -> Any | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from cli_log import LAST, SNAPSHOT_AT, private_copy, run, story, uuid
@@ -38,7 +39,9 @@ def test_ingest_a_file_then_read_it_back(tmp_path):
         + "\n"
     )
     log = str(tmp_path / "log")
+    before = time.time()
     result = run("ingest", str(feed), "--log", log, "--json")
+    after = time.time()
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["schema"] == "taskledger.ingest/1"
@@ -48,7 +51,10 @@ def test_ingest_a_file_then_read_it_back(tmp_path):
         assert ledger.mesos_view.get("a") == "TASK_RUNNING"
         assert ledger.mesos_view.get("b") == "TASK_LOST"
         events = [e for _, e in ledger.events()]
-        assert events[0].time == 1714532400.5  # the status's own timestamp
+        # Recorded at the time of ingest (in order); the status's own timestamp is kept.
+        times = [e.time for e in events]
+        assert before <= times[0] <= times[1] <= times[2] <= after
+        assert events[0].timestamp == 1714532400.5
     # Ingesting the file again: every update with a uuid is in the log already (a's older
     # STAGING too, not only its latest); b's has no uuid (nothing to know it by): appended.
     again = json.loads(run("ingest", str(feed), "--log", log, "--json").stdout)

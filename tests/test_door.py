@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from cli_log import run
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -71,6 +72,7 @@ CALLS = [
     ("now", lambda led, t: led.dispatch(lambda command: None, now=t)),
     ("now", lambda led, t: led.dispatcher(lambda command: None).dispatch(now=t)),
     ("now", lambda led, t: led.resume(now=t, operator="op")),
+    ("timestamp", lambda led, t: led.id_at(t)),
     (
         "time of event 1 (TaskCreated)",
         lambda led, t: led.append(
@@ -299,3 +301,32 @@ def test_reconcile_with_a_bad_kind_still_names_the_kind(ledger):
     with Unchanged(ledger), pytest.raises(ValueError, match="'sometimes'"):
         ledger.reconcile("sometimes", now=T0)
     assert not any(type(e) is ReconciliationStarted for _, e in ledger.events())
+
+
+# -- the same door for `taskledger ingest` ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        ('"timestamp": 1714532502000.0', "'timestamp' must be epoch seconds at most a day after"),
+        ('"timestamp": 1e300', "'timestamp' must be epoch seconds at most a day after"),
+        ('"timestamp": -1e18', "'timestamp' must not be negative"),
+        ('"data": ' + "[" * 2000 + "]" * 2000, "not JSON this ingest can read: nested too deeply"),
+    ],
+    ids=["milliseconds", "1e300", "negative", "deeper than JSON reads"],
+)
+def test_ingest_refuses_the_same_by_line(tmp_path, bad, needle):
+    feed = tmp_path / "feed.jsonl"
+    good = '{"task_id": {"value": "a"}, "state": "TASK_RUNNING", "uuid": "u1"}'
+    feed.write_text(f'{good}\n{{"task_id": {{"value": "a"}}, "state": "TASK_RUNNING", {bad}}}\n')
+    log = str(tmp_path / "log")
+    result = run("ingest", str(feed), "--log", log)
+    assert result.exit_code == 2
+    error = result.stderr.strip()
+    assert error.startswith(f"taskledger: {feed}: line 2: ") and needle in error, error
+    assert "\n" not in error and len(error) < 600
+    if "milli" in bad or "1714532502000" in bad:
+        assert "milliseconds? 1714532502000.0 / 1000 is 2024-05-01T03:01:42Z" in error
+    with Ledger.open(log, durable=False) as led:  # the line before it is kept, nothing else
+        assert [e.task_id for _, e in led.events()] == ["a"]

@@ -7,7 +7,12 @@ durable transaction per batch). An update already in the log or earlier in the i
 task and uuid) is counted as a duplicate and not appended, as ``Ledger.status_update``
 does, so ingesting the same file twice appends, the second time, only the updates without
 a uuid (nothing tells two of those apart).
-The event time is the status's own ``timestamp`` when it has one, else the time of ingest.
+The event time is the time of ingest: when the ledger recorded the update, as a live
+scheduler's events carry the time it received each update, so "as of a time" means the same
+in every log (engine/time_index.py) and the times of one ingest never go backwards. The
+status's own ``timestamp`` (its agent's clock, which may be skewed) stays in the record; one
+that is not finite, negative, or more than a day after the time of ingest is a bad line
+(milliseconds are named as such: engine/times.py).
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ def status_of(record: Any) -> Any:
 
 
 def parse_line(number: int, raw: bytes, now: float) -> StatusUpdateReceived | None:
-    """The event of one line (None for a blank one), or BadLine."""
+    """The event of one line (None for a blank one) recorded at ``now``, or BadLine."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -67,14 +72,13 @@ def parse_line(number: int, raw: bytes, now: float) -> StatusUpdateReceived | No
         record = json.loads(text)
     except json.JSONDecodeError as e:
         raise BadLine(number, f"not JSON: {e.msg} at column {e.colno}") from None
+    except RecursionError:  # Python's JSON decoder nests about 1,000 levels at most
+        raise BadLine(number, "not JSON this ingest can read: nested too deeply") from None
     status = status_of(record)
     try:
-        probe = status_from_mesos(status, time=now)
+        return status_from_mesos(status, time=now, received=now)
     except MalformedStatus as e:
         raise BadLine(number, str(e)) from None
-    if probe.timestamp is not None:
-        return probe._replace(time=probe.timestamp)
-    return probe
 
 
 def _open(path: str) -> IO[bytes]:
@@ -136,10 +140,12 @@ def ingest_command(file: str, skip_bad: bool, batch: int, log_path: str, as_json
                 pending_keys.clear()
                 batch_keys.clear()
 
+            recorded = 0.0  # the time of ingest of the previous line: never gone back from
             for number, raw in enumerate(stream, start=1):
                 counts["lines"] += 1
+                recorded = max(recorded, time.time())
                 try:
-                    event = parse_line(number, raw, time.time())
+                    event = parse_line(number, raw, recorded)
                 except BadLine as e:
                     if not skip_bad:
                         flush()
