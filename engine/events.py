@@ -337,6 +337,25 @@ class TaskMarkedLost(NamedTuple):
     extra: Mapping[str, Any] = EMPTY
 
 
+@kind
+class ClockStepped(NamedTuple):
+    """The runtime's wall clock stepped (NTP, an operator, a resumed VM): between two of its
+    readings it moved by `time - previous`, while a monotonic clock measured `elapsed`.
+    `time` is the new reading. Recorded for audits (why runs and timers moved); the
+    schedules survive a step without it (engine/reconciliation.py: scheduled_due)."""
+
+    time: float
+    causation: int | None
+    previous: float  # the wall clock's reading before the step
+    elapsed: float  # monotonic seconds between the two readings
+    extra: Mapping[str, Any] = EMPTY
+
+    @property
+    def step(self) -> float:
+        """How far the wall clock jumped (negative: back) beyond the time that passed."""
+        return self.time - self.previous - self.elapsed
+
+
 # THE registry. Adding a kind: define its NamedTuple above and add one line here.
 EVENT_KINDS: tuple[type, ...] = (
     TaskCreated,
@@ -361,6 +380,7 @@ EVENT_KINDS: tuple[type, ...] = (
     TaskMarkedLost,
     FrameworkError,
     SchedulerFault,
+    ClockStepped,
 )
 
 KINDS: dict[str, type] = {kind.topic: kind for kind in EVENT_KINDS}

@@ -36,6 +36,7 @@ from engine.codec import frame
 from engine.dedup import update_key
 from engine.dispatcher import Dispatcher, DispatchReport
 from engine.events import (
+    ClockStepped,
     DispatchResumed,
     FrameworkDisconnected,
     FrameworkRegistered,
@@ -283,6 +284,19 @@ class Ledger(LogReader):
         self, master_id: str | None = None, *, time: float | None = None
     ) -> int:
         return self._append_one(FrameworkDisconnected(self._now(time), None, master_id))
+
+    def clock_stepped(self, *, time: float, previous: float, elapsed: float) -> int:
+        """The wall clock stepped from ``previous`` to ``time`` while a monotonic clock
+        measured ``elapsed`` seconds (engine/clock_watch.py detects it): recorded for
+        audits. Decisions do not depend on it (the schedules survive a step by
+        themselves), so a replay decides nothing differently with or without it."""
+        event = ClockStepped(
+            check_time("time", time),
+            None,
+            check_time("previous", previous),
+            check_time("elapsed", elapsed),
+        )
+        return self._append_one(event)
 
     # -- appending -----------------------------------------------------------------------------
     def append(

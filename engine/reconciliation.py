@@ -93,6 +93,10 @@ class RunConfig:
     implicit_interval: float = 3600.0
     spread: float = 1800.0  # the implicit schedule's offset from the explicit one
     reregister_window: float = 600.0  # Mesos's agent_reregister_timeout
+    # A run that started more than this after `now` lies in the future of a clock that
+    # stepped back: the schedule restarts from `now` (scheduled_due). A bound on how far
+    # apart two readers' clocks may be, not a duration of the schedule: never compressed.
+    clock_tolerance: float = 60.0
 
     def __post_init__(self) -> None:
         if type(self.batch_size) is not int or self.batch_size < 1:
@@ -363,16 +367,31 @@ def scheduled_due(runs: Runs, kind: str, now: float, config: RunConfig) -> bool:
     Slots are first_time + initial_delay (+ spread for implicit) + k * interval; a run is due
     when none of its kind started since the latest slot that has passed, and none is active.
     Missed slots give one run, not a burst.
+
+    A step of the wall clock never stops the schedule. A run that started more than
+    `clock_tolerance` after `now` lies in the future of a clock that stepped back (a day
+    back; or corrected after one tick ten years ahead): left alone, no slot would be later
+    than it until the clock caught up, and a run active since then would wait for timers
+    that lie there too. So a run is due now, superseding such an active run, and the
+    schedule goes on from its start; likewise the first run of a log whose first event lies
+    in that future. Slots before the first one (k < 0) count once a run has started: a
+    clock stepped back past the log's start keeps its hourly slots.
     """
-    if runs.first_time is None or kind in runs.active:
+    if runs.first_time is None:
         return False
+    future = now + config.clock_tolerance
+    active = runs.active.get(kind)
+    if active is not None:
+        return active.started_at > future
+    last = runs.last_started_at.get(kind)
+    if last is not None and last > future:
+        return True
     interval = config.explicit_interval if kind == EXPLICIT else config.implicit_interval
     phase = runs.first_time + config.initial_delay + (config.spread if kind == IMPLICIT else 0.0)
-    if now < phase:
-        return False
+    if last is None:
+        return now >= phase or runs.first_time > future
     slot = phase + math.floor((now - phase) / interval) * interval
-    last = runs.last_started_at.get(kind)
-    return last is None or last < slot
+    return last < slot
 
 
 def explicit_asks(run: Run, views: Any) -> list[str]:

@@ -525,6 +525,9 @@ def _runs(p: _Pass) -> None:
         starting.add(rc.EXPLICIT)
     for kind in rc.KINDS:
         if kind not in starting and rc.scheduled_due(runs, kind, now, config.runs):
+            old = runs.active.get(kind)
+            if old is not None:  # it started in the future of a clock that stepped back
+                _cancel_run_commands(p, old, "run superseded")
             p.events += rc.start(runs, kind, "schedule", now, config.runs)
             starting.add(kind)
     for kind, run in list(runs.active.items()):

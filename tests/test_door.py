@@ -72,6 +72,8 @@ CALLS = [
     ("now", lambda led, t: led.dispatch(lambda command: None, now=t)),
     ("now", lambda led, t: led.dispatcher(lambda command: None).dispatch(now=t)),
     ("now", lambda led, t: led.resume(now=t, operator="op")),
+    ("time", lambda led, t: led.clock_stepped(time=t, previous=T0, elapsed=1.0)),
+    ("elapsed", lambda led, t: led.clock_stepped(time=T0, previous=T0, elapsed=t)),
     ("timestamp", lambda led, t: led.id_at(t)),
     (
         "time of event 1 (TaskCreated)",

@@ -83,6 +83,7 @@ event_strategies = {
     ),
     "FrameworkError": st.builds(ev.FrameworkError, times, causations, st.text(), extras),
     "SchedulerFault": st.builds(ev.SchedulerFault, times, causations, ids, st.text(), extras),
+    "ClockStepped": st.builds(ev.ClockStepped, times, causations, times, times, extras),
 }
 # The reconciliation saga's kinds (engine/reconciliation.py, saga.py, outbox.py).
 nids = st.integers(min_value=1, max_value=2**63 - 1)

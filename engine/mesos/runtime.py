@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.clock_watch import DEFAULT_THRESHOLD, ClockWatch
 from engine.ledger import Ledger
 from engine.mesos.core import JobSpec, SchedulerCore
 from engine.mesos.snapshotter import Snapshotter
@@ -58,6 +59,9 @@ class RuntimeConfig:
     # restart then folds the snapshot and a short tail instead of the whole log.
     snapshot_every: int = 100_000
     snapshots_kept: int = 2
+    # A disagreement of the wall and monotonic clocks larger than this between two ticks is
+    # a step of the wall clock, recorded as a ClockStepped event (engine/clock_watch.py).
+    clock_step_threshold: float = DEFAULT_THRESHOLD
 
 
 @dataclass
@@ -71,11 +75,23 @@ class RuntimeStats:
 
 
 class Runtime:
-    """Runs the scheduler until ``stop()``; safe to stop from a signal handler."""
+    """Runs the scheduler until ``stop()``; safe to stop from a signal handler.
 
-    def __init__(self, config: RuntimeConfig, *, clock: Callable[[], float] = time.time) -> None:
+    ``clock`` (the wall clock: event times, the saga's ``now``) and ``monotonic`` are read
+    as a pair each tick to see the wall clock step; they must run at the same rate (a
+    scaled or virtual clock needs its own monotonic, or None: steps go unrecorded)."""
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] | None = time.monotonic,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.monotonic = monotonic
+        self.clock_watch = ClockWatch(config.clock_step_threshold)
         self.stats = RuntimeStats()
         self._stop = threading.Event()
         self.ledger: Ledger | None = None
@@ -117,6 +133,9 @@ class Runtime:
 
     def _supervise(self, now: float) -> None:
         assert self.core is not None
+        # First thing each pass, with the clocks: a step is recorded before the saga or
+        # the watchdog act on the new time.
+        self._watch_clock()
         driver = self.driver
         if driver is None:
             self._start_driver()
@@ -139,6 +158,22 @@ class Runtime:
             self.core.disconnected()
         self._stop_driver()
         self._start_driver()
+
+    def _watch_clock(self) -> None:
+        """Records a step of the wall clock since the previous tick (a ClockStepped event),
+        before anything acts on the new time."""
+        if self.monotonic is None or self.ledger is None:
+            return
+        step = self.clock_watch.observe(self.clock(), self.monotonic())
+        if step is not None:
+            log.warning(
+                "the wall clock stepped by %+.3f s (from %.3f to %.3f in %.3f s)",
+                step.step,
+                step.previous,
+                step.time,
+                step.elapsed,
+            )
+            self.ledger.clock_stepped(time=step.time, previous=step.previous, elapsed=step.elapsed)
 
     # -- commands ------------------------------------------------------------------------------
     def _send(self, command: Any) -> None:
