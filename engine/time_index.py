@@ -14,8 +14,9 @@ database (by a writing Ledger, when it opens the log, takes a snapshot, or is as
 long unindexed tail), with the last id it covers. The answer is the last event at or before
 the time among the ids after the index (a scan of that tail), else in the newest block whose
 smallest time is at or before it (one block scanned). A log never indexed (written by an
-older build and only ever opened read-only since) is scanned whole: still exact, about 1.5 us
-an event. The index is derived from records that never change, so it is never stale, and a
+older build and only ever opened read-only since) is scanned whole: still exact, at about
+the cost of reading the log (4-7 us an event measured on a loaded 2-core machine; a 1M-event
+log indexed answers in under 10 ms). The index is derived from records that never change, so it is never stale, and a
 log without it reads exactly as before.
 
 A time that is not a number (a NaN an older build let in) is at or before nothing.
@@ -35,20 +36,19 @@ from engine.store import LMDBApplicationRecorder, LMDBDatastore
 from engine.wire import from_wire
 
 TIMES_DB = "times"
-BLOCK = 1024  # ids per index entry: a 10M-event log has ~10k entries, one block ~1.5 ms
+BLOCK = 1024  # ids per index entry: a 10M-event log has ~10k entries; one block is ~5 ms
 _UPTO = b"\x00upto"  # the last id the index covers (8 bytes, big-endian)
 _U64 = struct.Struct(">Q")
 _F64 = struct.Struct(">d")
-_FIXARRAY, _ARRAY16, _FLOAT64 = 0x90, 0xDC, 0xCB
+# Where the wire form's time is: after an array header of 1 byte (up to 15 items) or 3
+# (array16: a StatusUpdateReceived has 16), a small int (the version), a float64 tag.
+_TIME_AT = {**dict.fromkeys(range(0x90, 0xA0), 1), 0xDC: 3}
+_F64_TAG = 0xCB
 
 
 def _time_of(topic: Any, state: bytes) -> float:
-    """The time of a stored Ledger event: read in place when it is where the wire form puts
-    it (``[version, time, ...]``: an array header, a small int, a float64), else decoded."""
-    head = state[0]
-    at = 1 if _FIXARRAY <= head <= _FIXARRAY + 15 else 3 if head == _ARRAY16 else 0
-    if at and len(state) >= at + 10 and state[at] < 0x80 and state[at + 1] == _FLOAT64:
-        return _F64.unpack_from(state, at + 2)[0]
+    """The time of a stored Ledger event whose wire form is not the common one (an int
+    time, another schema version): decoded."""
     time = from_wire(topic, msgpack.unpackb(state)).time
     return float(time) if isinstance(time, int | float) else math.nan
 
@@ -57,11 +57,24 @@ def event_times(
     recorder: LMDBApplicationRecorder, first: int, last: int | None
 ) -> Iterator[tuple[int, float]]:
     """(notification id, time) of the Ledger's events with ids in [first, last] (other
-    applications' events have no time of ours and are skipped)."""
-    stream = STREAM_WIRE
-    for nid, record in recorder.scan(first, last):
-        if record[0] == stream:
-            yield nid, _time_of(record[2], record[3])
+    applications' events have no time of ours and are skipped). Each record is checked
+    (checksum, shape) as every read checks it; the time is read in place where the wire
+    form puts it (``[version, time, ...]``: a small array header, a small int, a float64),
+    else decoded."""
+    decode = recorder.datastore.decode
+    stream, unpack_id, unpack_time, time_at = STREAM_WIRE, _U64.unpack, _F64.unpack_from, _TIME_AT
+    for rows in recorder.scan_raw(first, last):
+        for key, value in rows:
+            nid = unpack_id(key)[0]
+            record = decode("notifications", key, value, nid)
+            if record[0] != stream:
+                continue
+            state = record[3]
+            at = time_at.get(state[0], 0)
+            if at and state[at] < 0x80 and state[at + 1] == _F64_TAG:
+                yield nid, unpack_time(state, at + 2)[0]
+            else:
+                yield nid, _time_of(record[2], state)
 
 
 def _last_at_or_before(times: Iterator[tuple[int, float]], moment: float) -> int:
