@@ -18,6 +18,7 @@ share the file under their own originators, and replay skips them.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import math
 import os
@@ -66,7 +67,7 @@ from projections.drift_view import Drift
 from projections.views import Views
 
 _LOCK_FILE = "ledger.lock"
-# Past this many ids after the time index, `id_at` indexes them rather than scan (~0.1 s).
+# Past this many ids after the time index, `id_at` writes what is noted rather than scan.
 _UNINDEXED_SCAN = 65_536
 _TIME_OF = itemgetter(0)
 
@@ -118,7 +119,9 @@ class Ledger(LogReader):
         self._state = self.load(None)
         self._unique = datastore.db("unique")
         self._index_update_keys()
-        time_index.catch_up(datastore, self._recorder)  # "as of a time" exact (see id_at)
+        # "As of a time" (id_at): what is not indexed yet is scanned once now; from here
+        # on the committing thread notes each append's smallest time (no scan).
+        self._times = time_index.Minima(time_index.catch_up(datastore, self._recorder))
         # Told of every append (latency, kinds) and commit (batch size): tools.metrics.Metrics.
         self.observer: Any = None
         datastore.after_commit = self._after_commit
@@ -154,6 +157,8 @@ class Ledger(LogReader):
 
     def close(self) -> None:
         """Closes the log; the Ledger cannot be used afterwards."""
+        with contextlib.suppress(Exception):  # a full log: the next open scans instead
+            self._write_times()
         if self._store.after_commit == self._after_commit:
             self._store.after_commit = None
         self._store.close()
@@ -343,8 +348,11 @@ class Ledger(LogReader):
             for request in requests:
                 if request.context is None:
                     continue  # not a Ledger append (another application in the same log)
-                for nid, event in zip(request.result, request.context, strict=True):
+                ids, events = request.result, request.context
+                for nid, event in zip(ids, events, strict=True):
                     self._state.apply(nid, event)
+                if ids:  # one append's ids are consecutive; its times checked finite
+                    self._times.note(ids[0], ids[-1], min(map(_TIME_OF, events)))
         if self.observer is not None:
             self.observer.observe_commit(sum(len(r.result) for r in requests))
 
@@ -386,8 +394,19 @@ class Ledger(LogReader):
         """As ``LogReader.id_at``; a long tail the time index does not cover yet (a Ledger
         that has not snapshotted for a while) is indexed first, so it is scanned once."""
         if time_index.unindexed(self._store, self._recorder) > _UNINDEXED_SCAN:
-            time_index.catch_up(self._store, self._recorder)
+            self._write_times()
         return super().id_at(timestamp)
+
+    def _write_times(self) -> None:
+        """Writes the time index's bounds noted since the last write (engine/time_index.py)."""
+        with self._views_lock:
+            noted = self._times.take()
+        try:
+            time_index.write(self._store, self._recorder, noted)
+        except BaseException:
+            with self._views_lock:
+                self._times.merge(noted)  # noted again: the next write or open has them
+            raise
 
     # -- the reconciliation saga (engine/saga.py, engine/reconciliation.py, engine/outbox.py) --
     @property
@@ -498,7 +517,7 @@ class Ledger(LogReader):
             txn.put(key, frame(key, payload), db=self._snapshots_db())
 
         self._store.write(put)
-        time_index.catch_up(self._store, self._recorder)  # while the tail is short
+        self._write_times()
         return SnapshotInfo(nid, len(payload), _time.perf_counter() - started)
 
     def prune_snapshots(self, keep: int) -> list[int]:
