@@ -29,7 +29,7 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 import msgpack
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import PersistenceError, StoredEvent
 
 from engine import saga as _saga
 from engine import time_index
@@ -108,9 +108,9 @@ class Ledger(LogReader):
         self._views_lock = threading.RLock()
         # Updates appended but not yet committed, so a concurrent re-delivery is a dup too.
         self._dedup_lock = threading.Lock()
+        self._inflight: set[tuple[str, str]] = set()
         # Task ids whose TaskCreated is being appended: a concurrent creator of one loses.
         self._creating: set[str] = set()
-        self._inflight: set[tuple[str, str]] = set()
         # The saga's decisions are serialised by this lock (tick, reconcile, dispatch,
         # resume); `saga_config` may be replaced at any time: it changes later decisions,
         # never the recorded ones.
@@ -157,7 +157,7 @@ class Ledger(LogReader):
 
     def close(self) -> None:
         """Closes the log; the Ledger cannot be used afterwards."""
-        with contextlib.suppress(Exception):  # a full log: the next open scans instead
+        with contextlib.suppress(PersistenceError):  # a full log: the next open scans
             self._write_times()
         if self._store.after_commit == self._after_commit:
             self._store.after_commit = None
@@ -517,7 +517,8 @@ class Ledger(LogReader):
             txn.put(key, frame(key, payload), db=self._snapshots_db())
 
         self._store.write(put)
-        self._write_times()
+        with contextlib.suppress(PersistenceError):  # kept noted for the next write
+            self._write_times()
         return SnapshotInfo(nid, len(payload), _time.perf_counter() - started)
 
     def prune_snapshots(self, keep: int) -> list[int]:
