@@ -22,8 +22,10 @@ import os
 import shutil
 from typing import Any
 
+import msgpack
 import pytest
 from click.testing import CliRunner
+from eventsourcing.persistence import StoredEvent
 
 from engine.events import (
     CommandConfirmed,
@@ -33,7 +35,8 @@ from engine.events import (
     ReconciliationStarted,
     StatusUpdateReceived,
 )
-from engine.ledger import Ledger
+from engine.ledger import LEDGER_STREAM, Ledger
+from engine.wire import to_wire
 from tools.cli import cli
 
 T0 = 1714532400.0  # 2024-05-01T03:00:00Z
@@ -324,30 +327,35 @@ ODD_TIMES = (1714532502000.0, 1e300, -1e18)
 
 
 def build_odd_times(path: str) -> None:
-    """Writes a log whose events carry times that make no date."""
+    """Writes a log whose events carry times that make no date, as builds before the Ledger
+    refused such times wrote them (straight through the store: the Ledger's door would now
+    refuse every one), for the readers that must still print them."""
     nan, inf = float("nan"), float("inf")
+    updates = [
+        StatusUpdateReceived(
+            t, None, f"odd/{n}", "TASK_RUNNING", source="SOURCE_MASTER", timestamp=t
+        )
+        for n, t in enumerate(ODD_TIMES)
+    ]
     with Ledger.open(path, durable=False) as ledger:
-        for n, t in enumerate(ODD_TIMES):
-            ledger.status_update(
-                status(f"odd/{n}", "TASK_RUNNING", t, source="SOURCE_MASTER"), time=t
+
+        def write(*events: Any) -> list[int]:
+            stored = [
+                StoredEvent(LEDGER_STREAM, None, e.topic, msgpack.packb(to_wire(e))) for e in events
+            ]
+            return ledger.datastore.append(stored, context=events)
+
+        for update in updates:
+            write(update)
+        write(StatusUpdateReceived(nan, None, "odd/3", "TASK_RUNNING"))
+        write(ReconciliationStarted(inf, None, "implicit-1", "implicit", "schedule", inf))
+        (kill,) = write(
+            CommandIssued(-inf, None, "KILL", "odd/3", "R-IMPLICIT-KILL-UNKNOWN", [4], "implicit-1")
+        )
+        write(CommandDispatched(nan, None, kill))
+        write(
+            ReconciliationCompleted(
+                nan, None, "implicit-1", "implicit", "quiet", 0, 1, 1, 0, 1, nan, {}, {}
             )
-        ledger.append([StatusUpdateReceived(nan, None, "odd/3", "TASK_RUNNING")])
-        (run,) = ledger.append(
-            [ReconciliationStarted(inf, None, "implicit-1", "implicit", "schedule", inf)]
-        )
-        (kill,) = ledger.append(
-            [
-                CommandIssued(
-                    -inf, None, "KILL", "odd/3", "R-IMPLICIT-KILL-UNKNOWN", [4], "implicit-1"
-                )
-            ]
-        )
-        ledger.append([CommandDispatched(nan, None, kill)])
-        ledger.append(
-            [
-                ReconciliationCompleted(
-                    nan, None, "implicit-1", "implicit", "quiet", 0, 1, 1, 0, 1, nan, {}, {}
-                )
-            ]
         )
         ledger.status_update(status("odd/3", "TASK_KILLED", 0.0, uuid=uuid(7)), time=0.0)
