@@ -356,6 +356,67 @@ class ClockStepped(NamedTuple):
         return self.time - self.previous - self.elapsed
 
 
+# --- operator actions (tools/operator: the running scheduler's API and `taskledger ctl`) ------
+# Each names the operator and why. Resuming dispatch after the breaker tripped is
+# DispatchResumed, above. The effect of an order follows it as the ordinary events (a
+# KillRequested, a run's ReconciliationStarted, TaskCreated), naming the order as their
+# causation where the event has room for it.
+
+
+@kind
+class KillOrdered(NamedTuple):
+    """An operator ordered the task killed; a KillRequested caused by this event follows."""
+
+    time: float
+    causation: int | None
+    task_id: str
+    operator: str
+    reason: str
+    extra: Mapping[str, Any] = EMPTY
+
+
+@kind
+class ReconciliationOrdered(NamedTuple):
+    """An operator asked for a reconciliation run now; the run starts with trigger
+    "operator". `kind` is "explicit" or "implicit"."""
+
+    time: float
+    causation: int | None
+    kind: str
+    operator: str
+    reason: str
+    extra: Mapping[str, Any] = EMPTY
+
+
+@kind
+class JobScaled(NamedTuple):
+    """An operator changed how many instances of the job the scheduler keeps. Kills of the
+    instances at or above `instances` (KillRequested) and new tasks for instances below it
+    whose tasks are all over (TaskCreated) follow, caused by this event."""
+
+    time: float
+    causation: int | None
+    job: str
+    instances: int
+    previous: int
+    operator: str
+    reason: str
+    extra: Mapping[str, Any] = EMPTY
+
+
+@kind
+class DryRunSet(NamedTuple):
+    """An operator turned dry run on (commands are decided and recorded, never dispatched)
+    or off."""
+
+    time: float
+    causation: int | None
+    dry_run: bool
+    operator: str
+    reason: str
+    extra: Mapping[str, Any] = EMPTY
+
+
 # THE registry. Adding a kind: define its NamedTuple above and add one line here.
 EVENT_KINDS: tuple[type, ...] = (
     TaskCreated,
@@ -381,6 +442,10 @@ EVENT_KINDS: tuple[type, ...] = (
     FrameworkError,
     SchedulerFault,
     ClockStepped,
+    KillOrdered,
+    ReconciliationOrdered,
+    JobScaled,
+    DryRunSet,
 )
 
 KINDS: dict[str, type] = {kind.topic: kind for kind in EVENT_KINDS}

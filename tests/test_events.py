@@ -122,6 +122,17 @@ event_strategies |= {
     "SagaReacted": st.builds(ev.SagaReacted, times, causations, nids, extras),
     "TaskMarkedLost": st.builds(ev.TaskMarkedLost, times, causations, ids, ids, nids, extras),
 }
+# The operator's orders (tools/operator).
+event_strategies |= {
+    "KillOrdered": st.builds(ev.KillOrdered, times, causations, ids, ids, st.text(), extras),
+    "ReconciliationOrdered": st.builds(
+        ev.ReconciliationOrdered, times, causations, ids, ids, st.text(), extras
+    ),
+    "JobScaled": st.builds(
+        ev.JobScaled, times, causations, ids, counts, counts, ids, st.text(), extras
+    ),
+    "DryRunSet": st.builds(ev.DryRunSet, times, causations, st.booleans(), ids, st.text(), extras),
+}
 any_event = st.one_of(*event_strategies.values())
 
 
