@@ -386,12 +386,31 @@ def scheduled_due(runs: Runs, kind: str, now: float, config: RunConfig) -> bool:
     last = runs.last_started_at.get(kind)
     if last is not None and last > future:
         return True
-    interval = config.explicit_interval if kind == EXPLICIT else config.implicit_interval
-    phase = runs.first_time + config.initial_delay + (config.spread if kind == IMPLICIT else 0.0)
+    interval, phase = _schedule(runs.first_time, kind, config)
     if last is None:
         return now >= phase or runs.first_time > future
     slot = phase + math.floor((now - phase) / interval) * interval
     return last < slot
+
+
+def _schedule(first_time: float, kind: str, config: RunConfig) -> tuple[float, float]:
+    """(interval, first slot) of the periodic schedule of `kind`."""
+    interval = config.explicit_interval if kind == EXPLICIT else config.implicit_interval
+    phase = first_time + config.initial_delay + (config.spread if kind == IMPLICIT else 0.0)
+    return interval, phase
+
+
+def next_scheduled(runs: Runs, kind: str, now: float, config: RunConfig) -> float | None:
+    """When the periodic schedule of `kind` next calls for a run (`now` if one is due now;
+    None before the log's first event, or while a run of `kind` is active)."""
+    if runs.first_time is None or kind in runs.active:
+        return None
+    if scheduled_due(runs, kind, now, config):
+        return now
+    interval, phase = _schedule(runs.first_time, kind, config)
+    if now < phase and kind not in runs.last_started_at:
+        return phase  # the first slot (earlier ones count only once a run has started)
+    return phase + (math.floor((now - phase) / interval) + 1) * interval
 
 
 def explicit_asks(run: Run, views: Any) -> list[str]:
