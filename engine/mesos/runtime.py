@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,10 @@ class RuntimeConfig:
     # A disagreement of the wall and monotonic clocks larger than this between two ticks is
     # a step of the wall clock, recorded as a ClockStepped event (engine/clock_watch.py).
     clock_step_threshold: float = DEFAULT_THRESHOLD
+    # More FrameworkInfo fields (role, principal, webui_url) and the HTTP basic credential
+    # (principal, secret) pymesos sends with every call (`taskledger run`'s options).
+    framework_fields: dict[str, Any] = field(default_factory=dict)
+    credential: tuple[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -87,8 +91,12 @@ class Runtime:
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] | None = time.monotonic,
+        services: Sequence[Any] = (),
     ) -> None:
         self.config = config
+        # Started with this runtime once it is ready, stopped before its log closes: each
+        # has start(runtime) and stop() (the operator API, tools/operator).
+        self.services = list(services)
         self.clock = clock
         self.monotonic = monotonic
         self.clock_watch = ClockWatch(config.clock_step_threshold)
@@ -108,18 +116,23 @@ class Runtime:
     # -- driver supervision ------------------------------------------------------------------
     def _framework(self) -> dict[str, Any]:
         assert self.core is not None
-        return self.core.framework_info(
+        info = self.core.framework_info(
             name=self.config.framework_name,
             user=self.config.user,
             failover_timeout=self.config.failover_timeout,
         )
+        return {**info, **self.config.framework_fields}
 
     def _start_driver(self) -> None:
         from engine.mesos.scheduler import make_driver
 
         assert self.core is not None
         self.driver = make_driver(
-            self.core, self.config.master, self._framework(), http_timeout=self.config.http_timeout
+            self.core,
+            self.config.master,
+            self._framework(),
+            http_timeout=self.config.http_timeout,
+            credential=self.config.credential,
         )
         self.core.stats.last_heartbeat = self.clock()
         self.driver.start()
@@ -238,10 +251,14 @@ class Runtime:
                 ).start()
             self._start_driver()
             self.ready.set()
+            for service in self.services:  # operator API (tools/operator)
+                service.start(self)
             while not self._stop.wait(config.tick):
                 self._step(dispatcher)
             return 0
         finally:
+            for service in reversed(self.services):  # operator API: before the log closes
+                service.stop()
             self._stop_driver()
             if self.snapshotter is not None:
                 self.snapshotter.stop()  # before the Ledger closes under it

@@ -75,10 +75,13 @@ def make_driver(
     framework: dict[str, Any],
     *,
     http_timeout: float = 30.0,
+    credential: tuple[str, str] | None = None,
 ) -> _Driver:
     """A pymesos driver for ``core``: failover always on (a driver that stops or aborts
     must never TEARDOWN the framework), explicit acknowledgements (after the append), and
-    an explicit HTTP timeout (pymesos's default is a day)."""
+    an explicit HTTP timeout (pymesos's default is a day). ``credential`` (principal,
+    secret) goes with every call as HTTP basic authentication."""
+    principal, secret = credential if credential is not None else (None, None)
     driver = _Driver(
         LedgerScheduler(core),
         framework,
@@ -87,6 +90,8 @@ def make_driver(
         implicit_acknowledgements=False,
         failover=True,
         timeout=http_timeout,
+        principal=principal,
+        secret=secret,
     )
     core.driver = PymesosDriver(driver)
     return driver
