@@ -14,6 +14,7 @@ Routes:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -55,6 +56,7 @@ class SimServer:
         port: int = 5050,
         time_scale: float = 1.0,
         faults: list[Fault | dict] | None = None,
+        credentials: dict[str, str] | None = None,
     ) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
@@ -63,6 +65,9 @@ class SimServer:
         self.time_scale = time_scale
         self._config = config
         self._initial_faults = [f if isinstance(f, Fault) else parse_fault(f) for f in faults or []]
+        # principal -> secret: with these, the scheduler API needs HTTP basic authentication
+        # and a SUBSCRIBE's framework_info.principal must be the authenticated one (Mesos).
+        self.credentials = credentials
         self.cluster: Cluster | None = None
         self._streams: dict[str, asyncio.Queue[bytes]] = {}
         self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
@@ -223,6 +228,9 @@ class SimServer:
             body = json.loads(await request.read())
         except (ValueError, UnicodeDecodeError) as err:
             return _plain(400, f"Failed to parse body into JSON: {err}")
+        refused = self._refuse(request, body)
+        if refused is not None:
+            return refused
         stream_id = request.headers.get("Mesos-Stream-Id")
         if isinstance(body, dict) and body.get("type") == "SUBSCRIBE":
             return await self._subscribe(request, body, stream_id)
@@ -233,6 +241,24 @@ class SimServer:
         if reply.status == 202:
             return web.Response(status=202)
         return _plain(reply.status, reply.message)
+
+    def _refuse(self, request: web.Request, body: object) -> web.Response | None:
+        """401 without valid credentials, 403 for a framework of another principal."""
+        if self.credentials is None:
+            return None
+        principal, _, secret = _basic(request.headers.get("Authorization", ""))
+        if principal not in self.credentials or self.credentials[principal] != secret:
+            return web.Response(
+                status=401, text="Unauthorized", headers={"WWW-Authenticate": 'Basic realm="mesos"'}
+            )
+        if isinstance(body, dict) and body.get("type") == "SUBSCRIBE":
+            info = (body.get("subscribe") or {}).get("framework_info") or {}
+            if info.get("principal") != principal:
+                return _plain(
+                    403,
+                    f"Framework principal {info.get('principal')!r} does not match {principal!r}",
+                )
+        return None
 
     async def _subscribe(
         self, request: web.Request, body: dict, stream_id: str | None
@@ -270,6 +296,17 @@ class SimServer:
             if self.cluster is not None:
                 self._dispatch(self.cluster.disconnected(sid, self.now()))
         return response
+
+
+def _basic(header: str) -> tuple[str, str, str]:
+    """(principal, ":", secret) of an HTTP basic Authorization header, or empty parts."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return "", "", ""
+    try:
+        return base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return "", "", ""
 
 
 def _plain(status: int, message: str, **headers: str) -> web.Response:
@@ -314,9 +351,15 @@ class BackgroundSim:
         port: int = 0,
         time_scale: float = 1.0,
         faults: list[Fault | dict] | None = None,
+        credentials: dict[str, str] | None = None,
     ) -> None:
         self._server = SimServer(
-            config or SimConfig(), host=host, port=port, time_scale=time_scale, faults=faults
+            config or SimConfig(),
+            host=host,
+            port=port,
+            time_scale=time_scale,
+            faults=faults,
+            credentials=credentials,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="sim-master", daemon=True)
