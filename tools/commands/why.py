@@ -27,7 +27,14 @@ from tools.commands.history import Resolved, resolve_task, row_json
 from tools.forensics.found_by import cell_finder
 from tools.forensics.history import history
 from tools.forensics.index import LogIndex, moment
-from tools.forensics.why import Chain, chain, chains, lineage, scheduler_decisions
+from tools.forensics.why import (
+    Chain,
+    chain,
+    chains,
+    lineage,
+    ordered_by,
+    scheduler_decisions,
+)
 from tools.readonly import ReadOnlyLedger
 
 
@@ -66,7 +73,9 @@ def explain(ledger: ReadOnlyLedger, index: LogIndex, upto: int, task: str) -> di
         "created_by": created,
         "commands": [chain_json(c) for c in chains(index, task, ledger.event_at)],
         "scheduler_kills": [
-            {"id": n, "time": t, "time_iso": iso(t)} for n, t in scheduler_decisions(index, task)
+            {"id": n, "time": t, "time_iso": iso(t)}
+            | ordered_by(ledger.event_at, index.event_of(task, n))
+            for n, t in scheduler_decisions(index, task)
         ],
         "observations": [
             row_json(r) for r in history(index, task) if r.kind == StatusUpdateReceived.topic
@@ -127,9 +136,12 @@ def _print(out: Any, doc: dict, label: str) -> None:
         f"({cell_finder(now['found_by'])})"
     )
     for kill in doc["scheduler_kills"]:
-        out.print(
-            f"the scheduler itself decided to kill it at {when(kill['time'])} (event #{kill['id']})"
-        )
+        if kill["operator"] is None:
+            who = "the scheduler itself decided to kill it"
+        else:
+            reason = f": {kill['reason']}" if kill["reason"] else ""
+            who = f"operator {kill['operator']} {kill['what']} (order #{kill['order']}{reason})"
+        out.print(f"{who} at {when(kill['time'])} (event #{kill['id']})")
     created = doc["created_by"]
     if created is not None:
         older = created["ancestors"][1:]

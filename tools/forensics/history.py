@@ -14,6 +14,7 @@ from engine.events import (
     FrameworkDisconnected,
     FrameworkRegistered,
     FrameworkReregistered,
+    KillOrdered,
     KillRequested,
     ReconciliationCompleted,
     ReconciliationRound,
@@ -33,7 +34,8 @@ class HistoryRow(NamedTuple):
     id: int  # notification id
     time: float
     kind: str  # the event's topic
-    source: str  # SOURCE_* for Mesos updates; "scheduler", "saga" or "dispatcher" otherwise
+    source: str  # SOURCE_* for Mesos updates; "scheduler", "saga", "dispatcher", "master" or
+    # "operator" otherwise
     state: str | None  # the Mesos state an update reports
     reason: str | None
     message: str | None
@@ -57,6 +59,8 @@ def source_of(event: Any) -> str:
         return "dispatcher"
     if kind in (FrameworkRegistered, FrameworkReregistered, FrameworkDisconnected):
         return "master"
+    if kind is KillOrdered:
+        return "operator"
     return "saga"
 
 
@@ -90,6 +94,9 @@ _DESCRIBE: dict[type, Callable[[Any], str]] = {
     TaskCreated: lambda e: f"created (job {e.job}, instance {e.instance})",
     TaskAssigned: lambda e: f"assigned to {e.agent_id}",
     KillRequested: lambda e: "the scheduler decided to kill it",
+    KillOrdered: lambda e: (
+        f"operator {e.operator} ordered it killed" + (f": {e.reason}" if e.reason else "")
+    ),
     StatusUpdateReceived: _status,
     FrameworkRegistered: lambda e: f"framework {e.framework_id} registered with {e.master_id}",
     FrameworkReregistered: lambda e: f"framework {e.framework_id} re-registered",

@@ -26,6 +26,7 @@ from engine.events import (
     CommandDispatched,
     CommandFailed,
     CommandIssued,
+    DispatchResumed,
     ReconciliationCompleted,
     ReconciliationRound,
     ReconciliationStarted,
@@ -240,6 +241,8 @@ class LogIndex:
     instances: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     # a replacement -> the RESCHEDULE command that created it (every task created).
     created_by: dict[str, int] = field(default_factory=dict)
+    # An operator's resumes of dispatch after the breaker halted it, in log order.
+    resumes: list[tuple[int, DispatchResumed]] = field(default_factory=list)
     # with timeline=True only:
     drift_samples: list[DriftSample] = field(default_factory=list)
     episodes: list[Episode] = field(default_factory=list)  # by start, ended or not
@@ -411,6 +414,8 @@ def build(
             for x in about:
                 if keep is None or x in keep:
                     _add(index, x, nid, event)
+        elif kind is DispatchResumed:
+            index.resumes.append((nid, event))
         elif task_id is not None:
             if kind is TaskCreated:
                 _created(index, event)

@@ -229,6 +229,9 @@ def chain(index: LogIndex, command: Command, lookup: Callable[[int], Any | None]
     if e.dry_run:
         what += " (dry run)"
     steps.append(Step("command", command.nid, e.time, what))
+    approval = approved_by(index, command)
+    if approval is not None:
+        steps.append(approval)
     steps.extend(_step_of(nid, ev) for nid, ev in command.steps)
     if command.kind == RECONCILE and command.answers is not None:
         steps.append(Step("outcome", None, command.last_answer_time, _answers(command)))
@@ -272,6 +275,50 @@ def lineage(index: LogIndex, task_id: str) -> Lineage | None:
         ancestors.append(parent)
         current = parent
     return Lineage(made, ancestors[0], ancestors) if ancestors else None
+
+
+def approved_by(index: LogIndex, command: Command) -> Step | None:
+    """The operator's resume that released the command, if it waited through one: the
+    breaker holds every command but RECONCILE, and a resume approves those pending then."""
+    if command.kind == "RECONCILE":
+        return None
+    until = command.steps[0][0] if command.steps else None
+    for nid, resumed in index.resumes:
+        if nid > command.nid and (until is None or nid < until):
+            why = f": {resumed.reason}" if resumed.reason else ""
+            return Step(
+                "dispatch",
+                nid,
+                resumed.time,
+                f"held by the blast-radius breaker; approved when {resumed.operator} resumed "
+                f"dispatch{why}",
+            )
+    return None
+
+
+# What an operator's order that caused the scheduler's kill did, in words.
+ORDERS: dict[str, Callable[[Any], str]] = {
+    "KillOrdered": lambda e: "ordered it killed",
+    "JobScaled": lambda e: f"scaled {e.job} from {e.previous} to {e.instances} instance(s)",
+}
+NO_ORDER = dict.fromkeys(("order", "operator", "reason", "what"))
+
+
+def ordered_by(lookup: Callable[[int], Any | None], event: Any) -> dict[str, Any]:
+    """The operator's order behind a scheduler decision (its causation): who, what, why and
+    its id; all None if the scheduler decided alone."""
+    if event is None or event.causation is None:
+        return dict(NO_ORDER)
+    order = lookup(event.causation)
+    describe = None if order is None else ORDERS.get(type(order).topic)
+    if describe is None:
+        return dict(NO_ORDER)
+    return {
+        "order": event.causation,
+        "operator": order.operator,
+        "reason": order.reason,
+        "what": describe(order),
+    }
 
 
 def scheduler_decisions(index: LogIndex, task_id: str) -> list[tuple[int, float]]:
