@@ -1,10 +1,16 @@
 """`taskledger run`: the embedded scheduler as a program.
 
-    taskledger run --master HOST:PORT --log PATH [--job NAME --instances N --cmd CMD]
+    taskledger run --master HOST:PORT|zk://HOST:PORT/PATH --log PATH [--job NAME ...]
 
 Keeps N instances of a job running on the master, feeds every update into the Ledger (and
 acknowledges it only once durable), runs the reconciliation schedules, dispatches the
-saga's commands, serves Prometheus metrics, and shuts down cleanly on SIGTERM or Ctrl-C.
+saga's commands, serves Prometheus metrics, the operator API and the live web view
+(tools/operator), and shuts down cleanly on SIGTERM or Ctrl-C.
+
+Every option can also come from TASKLEDGER_<OPTION> or a TOML file (tools/run_config.py).
+Before the log folder is touched the master's address is checked and the master (or
+ZooKeeper and the leader it names) must answer within --master-timeout: a wrong address is
+one line on stderr and exit status 2, with nothing left behind.
 """
 
 from __future__ import annotations
@@ -13,14 +19,27 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 import click
+
+from tools.run_config import Duration, config_option, file_note, render, setting
 
 # A test-only hook (tests/test_crash_loop.py): with this set to N, the process prints
 # "taskledger: test hook: killed before appending <task id> <uuid>" on stderr and SIGKILLs
 # itself right before the Ledger append of the Nth update that carries a uuid, i.e. after
 # receiving an update and before committing it. Never set it in production.
 CRASH_BEFORE_APPEND = "TASKLEDGER_TEST_CRASH_BEFORE_APPEND"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# What the master answers a SUBSCRIBE with when it will not take us: retrying cannot help.
+FATAL_ANSWERS = {
+    "HTTP 401": "the master refused the credentials (HTTP 401): check --principal and "
+    "--secret-file",
+    "HTTP 403": "the master does not let this principal register (HTTP 403): check --principal "
+    "and --role",
+}
+
+log = logging.getLogger("taskledger.run")
 
 
 def _install_crash_hook(nth: int) -> None:
@@ -53,32 +72,283 @@ def _label(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
     return labels
 
 
+class Failed(click.ClickException):
+    """`taskledger run` cannot start (or must stop): one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"taskledger run: {self.message}", err=True)
+
+
+# -- logging, once ---------------------------------------------------------------------------
+class _OneLine(logging.Filter):
+    """Without -v, a logged traceback becomes one line: the message and the exception."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage().rstrip(':')}: {type(error).__name__}: {error}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def configure_logging(verbose: bool) -> None:
+    """One handler on stderr, one format, for taskledger, pymesos and kazoo alike (pymesos
+    installs a handler of its own at import: removed, so nothing prints twice)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    if not verbose:
+        handler.addFilter(_OneLine())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    for name in ("pymesos", "kazoo"):
+        library = logging.getLogger(name)
+        for old in list(library.handlers):
+            library.removeHandler(old)
+        library.setLevel(logging.NOTSET)
+        library.propagate = True
+    log.setLevel(logging.INFO)  # the start-up and stop lines, always
+
+
+# -- credentials and the API -----------------------------------------------------------------
+def read_secret(path: str) -> str:
+    """The secret in a file (one line; a trailing newline is not part of it)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(4097)
+    except OSError as e:
+        raise Failed(f"cannot read the secret file {path}: {e.strerror}") from None
+    secret = raw.rstrip(b"\r\n")
+    if not secret or len(raw) > 4096 or b"\n" in secret:
+        raise Failed(f"the secret file {path} must hold one line (the secret)")
+    try:
+        return secret.decode("ascii")
+    except UnicodeDecodeError:
+        # pymesos encodes "principal:secret" as ASCII for HTTP basic authentication.
+        raise Failed(f"the secret in {path} is not ASCII (pymesos cannot send it)") from None
+
+
+def _credential(principal: str | None, secret_file: str | None) -> tuple[str, str] | None:
+    if secret_file and not principal:
+        raise Failed("--secret-file needs --principal (the name the secret belongs to)")
+    if not principal:
+        return None
+    if not secret_file:
+        raise Failed("--principal needs --secret-file (the secret is never a command-line value)")
+    if ":" in principal or not principal.isascii():
+        raise Failed(f"--principal {principal!r}: ASCII without ':' (HTTP basic authentication)")
+    return principal, read_secret(secret_file)
+
+
+def _api(listen: str, token_file: str | None) -> Any:
+    """The operator API's bound socket and tokens, or None for --api off."""
+    from tools.operator.server import OperatorAPI, Tokens, bind, is_loopback
+
+    if listen.strip().lower() == "off":
+        if token_file:
+            raise Failed("--api-token-file given but --api is off")
+        return None
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise Failed(f"--api {listen!r}: give HOST:PORT (port 0: any free port) or off")
+    tokens = None
+    if token_file:
+        try:
+            tokens = Tokens.read(token_file)
+        except ValueError as e:
+            raise Failed(str(e)) from None
+    elif not is_loopback(host):
+        raise Failed(
+            f"--api {listen}: an operator API off loopback needs --api-token-file (who may "
+            "give orders)"
+        )
+    try:
+        sock = bind(host, int(port))
+    except OSError as e:
+        raise Failed(e.strerror or str(e)) from None
+    return OperatorAPI(sock, tokens=tokens)
+
+
+class _Announce:
+    """The start-up line (what it connected to, where the log is, where the web view is),
+    and the stop line; a runtime service."""
+
+    def __init__(self, found: Any, config: Any, api: Any) -> None:
+        self.found, self.config, self.api = found, config, api
+        self._runtime: Any = None
+
+    def start(self, runtime: Any) -> None:
+        from tools.mesos_master import masked
+
+        self._runtime = runtime
+        found, config = self.found, self.config
+        via = f" (leader named by {masked(found.via)})" if found.via else ""
+        who = f"framework {config.framework_name!r} as user {config.user!r}"
+        for key in ("principal", "role"):
+            if config.framework_fields.get(key):
+                who += f", {key} {config.framework_fields[key]!r}"
+        ledger = runtime.ledger
+        web = f"; operator API and web view {self.api.url}" if self.api else "; no operator API"
+        log.info(
+            "taskledger run: Mesos %s master %s%s, %s; log %s (%d events)%s",
+            found.version,
+            found.address,
+            via,
+            who,
+            ledger.path,
+            ledger.last_id,
+            web,
+        )
+        self._warn_above(runtime)
+
+    def _warn_above(self, runtime: Any) -> None:
+        job = runtime.core.job if runtime.core is not None else None
+        if job is None:
+            return
+        live = [
+            t
+            for t, r in list(runtime.ledger.scheduler_view.tasks.items())
+            if r.job == job.name
+            and r.instance is not None
+            and r.instance >= job.instances
+            and r.state not in ("FINISHED", "FAILED", "KILLED", "LOST", "DELETED")
+        ]
+        if live:
+            log.warning(
+                "%d live task(s) of job %s belong to instances at or above --instances %d "
+                "(scaled up before a restart?); `taskledger ctl scale %d` stops them",
+                len(live),
+                job.name,
+                job.instances,
+                job.instances,
+            )
+
+    def stop(self) -> None:
+        if self._runtime is not None and self._runtime.ledger is not None:
+            ledger = self._runtime.ledger
+            log.info("taskledger run: stopping; log %s at id %d", ledger.path, ledger.last_id)
+
+
+def _fatal_abort() -> str | None:
+    """pymesos reports its IO thread's abort by storing the exception and interrupting the
+    main thread (a simulated SIGINT). Returns why, if the SIGINT just received is that (and
+    not a person's Ctrl-C): a fatal answer's message, or "" for an abort the runtime's
+    supervisor recovers from by starting a new driver."""
+    from pymesos import process
+
+    stored = process._exc_info
+    if stored is None:
+        return None
+    process._exc_info = None
+    text = str(stored[1])
+    for needle, message in FATAL_ANSWERS.items():
+        if needle in text:
+            return message
+    return ""
+
+
+def print_config(ctx: click.Context, values: dict[str, Any]) -> None:
+    notes = {}
+    secret = file_note(values.get("secret_file"), "the secret")
+    if secret:
+        notes["secret-file"] = secret
+    if values.get("api_token_file"):
+        from tools.operator.server import Tokens
+
+        try:
+            tokens = Tokens.read(values["api_token_file"])
+            names = ", ".join(tokens.names()) or "none"
+            notes["api-token-file"] = f"{len(tokens)} token(s), not shown; names: {names}"
+        except ValueError as e:
+            notes["api-token-file"] = str(e)
+    if values.get("master"):
+        from tools.mesos_master import masked
+
+        values = dict(values, master=masked(values["master"]))
+    click.echo(render(ctx, values, config=values.get("config"), notes=notes), nl=False)
+
+
 @click.command("run")
-@click.option("--master", required=True, help="the Mesos master, HOST:PORT")
-@click.option("--log", "log_path", required=True, help="the log folder (created if missing)")
-@click.option("--job", default="web", show_default=True, help="the job's name")
-@click.option("--instances", default=3, show_default=True, type=click.IntRange(0))
-@click.option("--cmd", default="sleep 3600", show_default=True, help="the task's command")
-@click.option("--cpus", default=0.1, show_default=True, type=float)
-@click.option("--mem", default=32.0, show_default=True, type=float)
-@click.option("--label", "labels", multiple=True, callback=_label, help="task label KEY=VALUE")
+@config_option
 @click.option(
+    "--print-config",
+    is_flag=True,
+    help="print the effective settings, and where each came from, as TOML; start nothing",
+)
+@setting(
+    "--master",
+    metavar="ADDRESS",
+    help="the Mesos master: HOST:PORT, or zk://HOST:PORT[,HOST:PORT...]/PATH (required)",
+)
+@setting(
+    "--master-timeout",
+    default="30s",
+    show_default=True,
+    type=Duration(),
+    help="how long start-up waits for the master (and ZooKeeper) to answer",
+)
+@setting("--log", "log_path", help="the log folder (created if missing; required)")
+@setting("--principal", help="authenticate to the master as this principal")
+@setting("--secret-file", metavar="FILE", help="the principal's secret (one line)")
+@setting("--role", help="the framework's role (FrameworkInfo.role)")
+@setting("--framework-name", default="taskledger", show_default=True)
+@setting("--user", default="root", show_default=True, help="the user tasks run as")
+@setting(
+    "--failover-timeout",
+    default="7d",
+    show_default=True,
+    type=Duration(),
+    help="how long the master keeps the framework's tasks after it disconnects",
+)
+@setting("--webui-url", metavar="URL", help="the link the Mesos web UI shows for the framework")
+@setting("--job", default="web", show_default=True, help="the job's name")
+@setting(
+    "--instances",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0),
+    help="instances of the job (at start-up: `ctl scale` changes it while running)",
+)
+@setting("--cmd", default="sleep 3600", show_default=True, help="the task's command")
+@setting("--cpus", default=0.1, show_default=True, type=float)
+@setting("--mem", default=32.0, show_default=True, type=float)
+@setting("--label", "labels", multiple=True, callback=_label, help="task label KEY=VALUE")
+@setting(
     "--time-scale",
     default=1.0,
     show_default=True,
     type=float,
     help="compress the saga's schedules and timeouts by this factor (demo, tests)",
 )
-@click.option("--heartbeat", default=15.0, show_default=True, help="master heartbeat (s)")
-@click.option("--metrics-port", default=None, type=int, help="serve Prometheus metrics here")
-@click.option("--dry-run", is_flag=True, help="decide and record commands, never dispatch")
-@click.option(
+@setting("--heartbeat", default=15.0, show_default=True, help="master heartbeat (s)")
+@setting("--metrics-port", default=None, type=int, help="serve Prometheus metrics here")
+@setting(
+    "--api",
+    default="127.0.0.1:0",
+    show_default=True,
+    metavar="HOST:PORT|off",
+    help="the operator API and live web view (port 0: any free one, printed at start-up)",
+)
+@setting(
+    "--api-token-file",
+    metavar="FILE",
+    help="bearer tokens for the API, one per line ([NAME] TOKEN); required off loopback",
+)
+@setting("--dry-run", is_flag=True, help="decide and record commands, never dispatch")
+@setting(
     "--digest",
     "digest_path",
     default=None,
     help="on a clean stop, write a digest of the live state here (the demo's audit)",
 )
-@click.option(
+@setting(
     "--snapshot-every",
     default=100_000,
     show_default=True,
@@ -86,74 +356,114 @@ def _label(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
     help="take a snapshot every this many events (0: never); a restart folds the newest "
     "snapshot and the tail after it",
 )
-@click.option(
+@setting(
     "--snapshots-kept",
     default=2,
     show_default=True,
     type=click.IntRange(1),
     help="older snapshots are deleted (the log never is)",
 )
-@click.option("-v", "--verbose", is_flag=True)
-def run_command(
-    master: str,
-    log_path: str,
-    job: str,
-    instances: int,
-    cmd: str,
-    cpus: float,
-    mem: float,
-    labels: dict,
-    time_scale: float,
-    heartbeat: float,
-    metrics_port: int | None,
-    dry_run: bool,
-    digest_path: str | None,
-    snapshot_every: int,
-    snapshots_kept: int,
-    verbose: bool,
-) -> None:
+@setting("-v", "--verbose", is_flag=True, help="log what happens (INFO), tracebacks in full")
+@click.pass_context
+def run_command(ctx: click.Context, **values: Any) -> None:
     """Run the embedded scheduler against a Mesos master."""
+    if values["print_config"]:
+        print_config(ctx, values)
+        return
     import pymesos  # noqa: F401  (in the main thread: it installs a SIGINT handler)
 
-    from engine.mesos.core import JobSpec
-    from engine.mesos.runtime import Runtime, RuntimeConfig
-    from engine.store import LogOpenError
-
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if master.startswith(("http://", "https://")):
-        raise click.BadParameter("give HOST:PORT, without a scheme", param_hint="--master")
-    saga_options = {}
-    if time_scale != 1.0:
-        saga_options["time_scale"] = time_scale
-    if dry_run:
-        saga_options["dry_run"] = True
-    config = RuntimeConfig(
-        master=master,
-        log_path=log_path,
-        job=JobSpec(job, instances, cmd, cpus, mem, labels),
-        heartbeat_interval=heartbeat,
-        saga_options=saga_options,
-        digest_path=digest_path,
-        metrics_port=metrics_port,
-        snapshot_every=snapshot_every,
-        snapshots_kept=snapshots_kept,
-    )
-    hook = os.environ.get(CRASH_BEFORE_APPEND)
-    if hook:
-        _install_crash_hook(int(hook))
-    runtime = Runtime(config)
+    configure_logging(values["verbose"])
+    runtime, failure = _prepare(values)
 
     def stop(signum: int, frame: object) -> None:
+        if signum == signal.SIGINT:
+            fatal = _fatal_abort()
+            if fatal == "":
+                return  # pymesos's driver aborted: the supervisor starts a new one
+            if fatal is not None:
+                failure.append(fatal)
         runtime.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    try:
-        status = runtime.run()
-    except LogOpenError as e:
-        print(f"taskledger run: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    status = _run(runtime)
+    if failure:
+        raise Failed(failure[0])
     raise SystemExit(status)
+
+
+def _prepare(values: dict[str, Any]) -> tuple[Any, list[str]]:
+    """The runtime, once everything that can be checked before the log exists is checked."""
+    from engine.mesos.core import JobSpec
+    from engine.mesos.runtime import Runtime, RuntimeConfig
+    from tools.mesos_master import MasterAddressError, MasterUnreachable, find, parse
+
+    if not values["master"]:
+        raise Failed("--master is required (or TASKLEDGER_MASTER, or master = ... in --config)")
+    if not values["log_path"]:
+        raise Failed("--log is required (or TASKLEDGER_LOG, or log = ... in --config)")
+    try:
+        address = parse(values["master"])
+    except MasterAddressError as e:
+        raise Failed(str(e)) from None
+    credential = _credential(values["principal"], values["secret_file"])
+    api = _api(values["api"], values["api_token_file"])
+    try:
+        found = find(address, values["master_timeout"])
+    except MasterUnreachable as e:
+        raise Failed(f"{e} (waited {values['master_timeout']:g} s: --master-timeout)") from None
+    saga_options: dict[str, Any] = {}
+    if values["time_scale"] != 1.0:
+        saga_options["time_scale"] = values["time_scale"]
+    if values["dry_run"]:
+        saga_options["dry_run"] = True
+    framework_fields = {
+        key: values[key] for key in ("principal", "role", "webui_url") if values[key]
+    }
+    config = RuntimeConfig(
+        master=address.text,
+        log_path=values["log_path"],
+        job=JobSpec(
+            values["job"],
+            values["instances"],
+            values["cmd"],
+            values["cpus"],
+            values["mem"],
+            values["labels"],
+        ),
+        framework_name=values["framework_name"],
+        user=values["user"],
+        failover_timeout=values["failover_timeout"],
+        heartbeat_interval=values["heartbeat"],
+        saga_options=saga_options,
+        digest_path=values["digest_path"],
+        metrics_port=values["metrics_port"],
+        snapshot_every=values["snapshot_every"],
+        snapshots_kept=values["snapshots_kept"],
+        framework_fields=framework_fields,
+        credential=credential,
+    )
+    hook = os.environ.get(CRASH_BEFORE_APPEND)
+    if hook:
+        _install_crash_hook(int(hook))
+    services: list[Any] = [_Announce(found, config, api)]
+    if api is not None:
+        services.append(api)
+    return Runtime(config, services=services), []
+
+
+def _run(runtime: Any) -> int:
+    from engine.store import LogOpenError
+
+    try:
+        return runtime.run()
+    except LogOpenError as e:
+        raise Failed(str(e)) from None
+    except Exception as e:
+        # kazoo's KazooTimeoutError: a driver restarted while ZooKeeper is unreachable.
+        if type(e).__name__ == "KazooTimeoutError":
+            raise Failed(
+                f"ZooKeeper did not answer while starting a new driver for "
+                f"{runtime.config.master}: stopped (a restart waits for it again)"
+            ) from None
+        raise
