@@ -69,6 +69,11 @@ from tools.run_command import run_command  # noqa: E402
 
 cli.add_command(run_command)
 
+# Orders and questions to a running `taskledger run` (its operator API, tools/operator).
+from tools.operator.ctl import ctl_command  # noqa: E402
+
+cli.add_command(ctl_command)
+
 # The deterministic whole-system simulation (issue 7).
 from tools.simulate import simulate_command  # noqa: E402
 
