@@ -18,10 +18,10 @@ Exit status: 0 if every step converged and the audit agrees, 1 otherwise.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -285,7 +285,9 @@ def main(
     from tools.sim.cluster import SimConfig
     from tools.sim.server import BackgroundSim
 
-    folder = tempfile.mkdtemp(prefix="taskledger-demo-")
+    folder = os.path.abspath(os.path.join("var", "demo"))  # kept for `taskledger why` after
+    shutil.rmtree(folder, ignore_errors=True)  # the previous demo's
+    os.makedirs(folder)
     log = os.path.join(folder, "log")
     heartbeat_sim = 60.0  # simulated seconds: 0.5 s real at the default scale
     config = SimConfig(
@@ -376,4 +378,7 @@ def main(
     console.print(table)
     ok = agreed and all(r.converged for r in results) and len(results) == 7
     console.print("[bold green]converged, audit agrees[/]" if ok else "[bold red]FAILED[/]")
+    from tools.next_steps import next_steps
+
+    console.print(f"the log is kept in {log}; next:", *next_steps(log), sep="\n  ", markup=False)
     return 0 if ok else 1
