@@ -11,7 +11,6 @@ resourceOffers, ...) and `send` calls the driver. The order is always: append to
 from __future__ import annotations
 
 import base64
-import os
 import sys
 import tempfile
 
@@ -89,16 +88,27 @@ def main(folder: str) -> int:
                 assert ledger.status_update(status(task, state, at=T0 + 2, n=n), time=T0 + 2)
         again = status("web/1/a", "TASK_RUNNING", at=T0 + 2, n=n)
         assert ledger.status_update(again, time=T0 + 3) is None  # the agent re-sent it
-        print("scheduler view:", ledger.scheduler_view.get("web/0/a"), "| Mesos view:",
-              ledger.mesos_view.get("web/0/a"), "| drift:", ledger.drift())
+        print(
+            "scheduler view:",
+            ledger.scheduler_view.get("web/0/a"),
+            "| Mesos view:",
+            ledger.mesos_view.get("web/0/a"),
+            "| drift:",
+            ledger.drift(),
+        )
 
         # 3. Reconcile: an explicit run asks Mesos about every launched task.
         run = ledger.reconcile("explicit", now=T0 + 10)
         print(f"run {run}: pending", [(c.kind, c.tasks) for c in ledger.pending_commands()])
         print("dispatch:", ledger.dispatch(send, now=T0 + 10).dispatched, mesos.calls[-1])
         for task in ("web/0/a", "web/1/a"):  # the master's answers: no uuid, never acked
-            answer = status(task, "TASK_RUNNING", at=T0 + 11, source="SOURCE_MASTER",
-                            reason="REASON_RECONCILIATION")
+            answer = status(
+                task,
+                "TASK_RUNNING",
+                at=T0 + 11,
+                source="SOURCE_MASTER",
+                reason="REASON_RECONCILIATION",
+            )
             ledger.status_update(answer, time=T0 + 11)
         ledger.tick(now=T0 + 17)  # past the round's backoff: the answers are counted
         (done,) = [e for _, e in ledger.events() if e.topic == "ReconciliationCompleted"]
@@ -109,8 +119,10 @@ def main(folder: str) -> int:
         ledger.status_update(status("web/1/a", "TASK_FAILED", at=T0 + 20, n=99), time=T0 + 20)
         ledger.tick(now=T0 + 21)
         (resched,) = [c for c in ledger.pending_commands() if c.kind == "RESCHEDULE"]
-        print(f"pending: {resched.kind} {resched.task_id} by {resched.rule}, "
-              f"evidence {list(resched.evidence)}")
+        print(
+            f"pending: {resched.kind} {resched.task_id} by {resched.rule}, "
+            f"evidence {list(resched.evidence)}"
+        )
         print("dispatch applied:", ledger.dispatch(send, now=T0 + 21).applied)
         replacement = ledger.saga.replaced_by["web/1/a"]
         print(f"replacement {replacement}:", ledger.scheduler_view.get(replacement))
@@ -131,10 +143,16 @@ def main(folder: str) -> int:
         print("sent:", mesos.calls[-1])
         ledger.status_update(status("web/0/a", "TASK_KILLED", at=T0 + 31, n=100), time=T0 + 31)
         ledger.tick(now=T0 + 31)  # the terminal update confirms the KILL
-        print("web/0/a:", ledger.scheduler_view.get("web/0/a"), "| pending:",
-              ledger.pending_commands())
-        print(f"log {ledger.path}: {ledger.last_id} events; try `taskledger why web/1/a "
-              f"--log {ledger.path}`")
+        print(
+            "web/0/a:",
+            ledger.scheduler_view.get("web/0/a"),
+            "| pending:",
+            ledger.pending_commands(),
+        )
+        print(
+            f"log {ledger.path}: {ledger.last_id} events; try `taskledger why web/1/a "
+            f"--log {ledger.path}`"
+        )
     return 0
 
 

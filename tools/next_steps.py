@@ -6,24 +6,28 @@ replacement, so that the first questions a newcomer asks (`why`, `history`) have
 
 from __future__ import annotations
 
+import os
 import shlex
 from typing import Any
 
 from engine.events import CommandIssued, TaskCreated
 
+# The kill whose why shows the most: an implicit run found a task no one launched.
+_BEST_KILL = "R-IMPLICIT-KILL-UNKNOWN"
+
 
 def _examples(events: Any) -> dict[str, str]:
-    """The first task a KILL named, the first replaced task and its replacement."""
+    """A task a rule killed (an orphan an implicit run found, if there is one), the first
+    replaced task and its replacement."""
     found: dict[str, str] = {}
     for _, event in events:
         kind = type(event)
         if kind is CommandIssued and event.kind == "KILL" and event.task_id:
-            found.setdefault("killed", event.task_id)
-        elif kind is TaskCreated and event.extra.get("ancestor"):
-            found.setdefault("replaced", event.extra["ancestor"])
-            found.setdefault("replacement", event.task_id)
-        if len(found) == 3:
-            break
+            if event.rule == _BEST_KILL or "killed" not in found:
+                found["killed"] = event.task_id
+        elif kind is TaskCreated and event.extra.get("ancestor") and "replaced" not in found:
+            found["replaced"] = event.extra["ancestor"]
+            found["replacement"] = event.task_id
     return found
 
 
@@ -34,20 +38,23 @@ def next_steps(log: str) -> list[str]:
 
     with ReadOnlyLedger.open(log) as ledger:
         found = _examples(ledger.events())
-    path = shlex.quote(log)
+    relative = os.path.relpath(log)
+    path = shlex.quote(log if relative.startswith("..") else relative)
     steps = [
-        f"taskledger drift --log {path}                 # what disagrees now, by cell",
-        f"taskledger query --log {path} --count-by state  # tasks by state",
+        (f"taskledger drift --log {path}", "what disagrees now, by cell"),
+        (f"taskledger query --log {path} --count-by state", "tasks by state"),
     ]
     if "killed" in found:
-        task = shlex.quote(found["killed"])
-        steps.append(f"taskledger why {task} --log {path}        # why it was killed")
+        steps.append(
+            (f"taskledger why {shlex.quote(found['killed'])} --log {path}", "why it was killed")
+        )
     if "replaced" in found:
         old, new = shlex.quote(found["replaced"]), shlex.quote(found["replacement"])
-        steps.append(f"taskledger why {old} --log {path}        # why it was replaced by {new}")
-        steps.append(f"taskledger history {new} --log {path}    # its replacement's life")
+        steps.append((f"taskledger why {old} --log {path}", f"why it was replaced by {new}"))
+        steps.append((f"taskledger history {new} --log {path}", "its replacement's life"))
     steps += [
-        f"taskledger report --log {path} --html audit.html   # the whole audit, one page",
-        f"taskledger verify --log {path}                 # checksums, ids, snapshots",
+        (f"taskledger report --log {path} --html audit.html", "the whole audit, one page"),
+        (f"taskledger verify --log {path}", "checksums, ids, snapshots"),
     ]
-    return steps
+    width = max(len(command) for command, _ in steps)
+    return [f"{command.ljust(width)}  # {comment}" for command, comment in steps]

@@ -113,7 +113,9 @@ def configure_logging(verbose: bool) -> None:
             library.removeHandler(old)
         library.setLevel(logging.NOTSET)
         library.propagate = True
-    log.setLevel(logging.INFO)  # the start-up and stop lines, always
+    # The start-up and stop lines, and every operator's order, whatever the level.
+    log.setLevel(logging.INFO)
+    logging.getLogger("taskledger.operator").setLevel(logging.INFO)
 
 
 # -- credentials and the API -----------------------------------------------------------------

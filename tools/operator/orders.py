@@ -10,7 +10,8 @@
     scale      JobScaled, then KillRequested for the live tasks of the instances at or above
                the new count and TaskCreated for instances below it whose tasks are all over
                (both caused by it); instances that never had a task get one from the
-               scheduler's own pass, as at start-up
+               scheduler's own pass, as at start-up. Scaling to the count the job has brings
+               back the instances whose tasks are all over (killed without a replacement)
     dry-run    DryRunSet; the saga's configuration changes for every later decision
 
 The order is appended before its effect, so a crash between the two leaves the order
@@ -240,18 +241,15 @@ class Orders:
             if job is None:
                 raise OrderConflict("this scheduler runs no job: there is nothing to scale")
             previous = job.instances
-            if instances == previous:
-                return {
-                    "changed": False,
-                    "detail": f"{job.name} has {previous} instance(s) already",
-                }
             ledger = self.scheduler.ledger
             with self.live.lock:
                 plan = scale_plan(self.live.refresh(force=True), job.name, instances)
+            if instances == previous and not plan.revive:
+                detail = f"{job.name} has {previous} instance(s) already"
+                return {"changed": False, "detail": detail}
             now = self.scheduler.now()
-            order = ledger.append([JobScaled(now, None, job.name, instances, previous, name, why)])[
-                0
-            ]
+            scaled = JobScaled(now, None, job.name, instances, previous, name, why)
+            order = ledger.append([scaled])[0]
             self.scheduler.set_instances(instances)
             created = [ordered_task_id(job.name, i, order) for i in plan.revive]
             effects: list[Any] = [KillRequested(now, order, t) for t in plan.kill]

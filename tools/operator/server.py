@@ -61,6 +61,8 @@ CSP = (
     "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 _OPEN = frozenset({"/health", *PAGES}) | {f"/static/{name}" for name in STATIC}
+# The operator a request's token names (None: no token, or one without a name).
+TOKEN_NAME = web.RequestKey("token_name", object)
 
 
 class Tokens:
@@ -287,7 +289,7 @@ class App:
     ) -> web.StreamResponse:
         if self.loopback_only and not is_loopback(_host_of(request.host)):
             return _error(421, f"this server answers loopback addresses only, not {request.host}")
-        request["operator"] = None
+        request[TOKEN_NAME] = None
         if self.tokens is not None and request.path not in _OPEN:
             accepted, name = self.tokens.check(request.headers.get("Authorization"))
             if not accepted:
@@ -296,7 +298,7 @@ class App:
                     "a valid bearer token is needed (Authorization: Bearer TOKEN)",
                     **{"WWW-Authenticate": 'Bearer realm="taskledger"'},
                 )
-            request["operator"] = name
+            request[TOKEN_NAME] = name
         if request.method == "POST":
             origin = request.headers.get("Origin")
             if origin is not None and origin not in (
@@ -306,7 +308,13 @@ class App:
                 return _error(403, f"orders from another origin ({origin}) are refused")
             if request.content_type != "application/json":
                 return _error(415, "an order is a JSON body (Content-Type: application/json)")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as e:  # a bug, or the log failing under us: say so, in JSON
+            log.exception("operator API: %s %s failed", request.method, request.path)
+            return _error(500, f"the scheduler failed to answer: {type(e).__name__}: {e}")
 
     # -- reads ------------------------------------------------------------------------------
     async def _run(self, pool: ThreadPoolExecutor, work: Callable[[], Any]) -> Any:
@@ -377,15 +385,13 @@ class App:
             if not isinstance(body, dict):
                 return _error(400, "the body must be a JSON object")
             who = (
-                request["operator"] or request.headers.get(OPERATOR_HEADER) or body.get("operator")
+                request[TOKEN_NAME] or request.headers.get(OPERATOR_HEADER) or body.get("operator")
             )
             try:
                 result = await self._run(self.writes, lambda: order(body, who))
             except OrderError as e:
                 return _error(e.status, str(e))
-            log.warning(
-                "operator %s: %s %s", who, request.path.rsplit("/", 1)[-1], result["detail"]
-            )
+            log.info("operator %s: %s: %s", who, request.path.rsplit("/", 1)[-1], result["detail"])
             return web.json_response(result)
 
         return handle

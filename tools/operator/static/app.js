@@ -95,7 +95,7 @@
     const items = [
       [s.subscribed ? "subscribed to " + dash(s.master) : "not subscribed", s.subscribed ? "good" : "bad"],
       ["heartbeat " + (age === null ? "-" : age.toFixed(1) + " s ago"), ""],
-      [doc.dry_run ? "dry run" : "dispatching", doc.dry_run ? "warn" : "good"],
+      [doc.dry_run ? "dry run: on" : "dry run: off", doc.dry_run ? "warn" : ""],
       [doc.breaker.halted ? "breaker: halted" : "breaker: closed", doc.breaker.halted ? "bad" : "good"],
       ["as of #" + doc.as_of.id, ""],
     ];
@@ -203,7 +203,7 @@
       JobScaled: (o) => "scale " + o.job + " " + o.previous + " -> " + o.instances,
       DryRunSet: (o) => "dry run " + (o.dry_run ? "on" : "off"),
       DispatchResumed: () => "resume dispatch",
-      DispatchHalted: (o) => "breaker halted dispatch: " + o.reason,
+      DispatchHalted: () => "(the breaker halted dispatch)",
     };
     fill("orders", doc.orders.map((o) =>
       el("tr", { "data-order": o.id }, el("td", { class: "n" }, "#" + o.id), el("td", {}, when(o.time_iso)),
