@@ -2,17 +2,31 @@
 given cannot work, and leaves no log folder behind: a master address it cannot use, a
 master or ZooKeeper that does not answer within --master-timeout (here: closed ports; a
 real ZooKeeper is not started by these tests), credentials half given, an operator API off
-loopback without tokens, a port already taken."""
+loopback without tokens, a port already taken. And what it does start with: the options in
+the FrameworkInfo and the credential, one log format."""
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import pytest
+from click.testing import CliRunner
+from sim_session import inject
+
+from engine.ledger import Ledger
+from engine.mesos.core import SchedulerCore
+from tools.cli import cli
+from tools.mesos_master import leader
+from tools.run_command import _prepare, run_command
+from tools.sim.cluster import SimConfig
+from tools.sim.server import BackgroundSim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,7 +38,16 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def start(*args: str, log: str) -> tuple[subprocess.CompletedProcess, float]:
+class Done(NamedTuple):
+    returncode: int
+    stderr: str
+
+
+CLEAN_ENV = {k: None for k in os.environ if k.startswith("TASKLEDGER_")}
+
+
+def start(*args: str, log: str) -> tuple[Done, float]:
+    """`taskledger run` in a process of its own (as an operator starts it)."""
     began = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "tools.cli", "run", "--log", log, *args],
@@ -32,12 +55,19 @@ def start(*args: str, log: str) -> tuple[subprocess.CompletedProcess, float]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith("TASKLEDGER_")},
+        env={k: v for k, v in os.environ.items() if k not in CLEAN_ENV},
     )
-    return done, time.monotonic() - began
+    return Done(done.returncode, done.stderr), time.monotonic() - began
 
 
-def one_line(done: subprocess.CompletedProcess) -> str:
+def refused(*args: str, log: str) -> Done:
+    """`taskledger run` in this process: what it refuses, it refuses before it configures
+    logging or imports the driver (so this is the same as a process of its own, faster)."""
+    result = CliRunner().invoke(cli, ["run", "--log", log, *args], env=CLEAN_ENV)
+    return Done(result.exit_code, result.stderr)
+
+
+def one_line(done: Done) -> str:
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and lines[0].startswith("taskledger run: "), done.stderr
@@ -59,7 +89,7 @@ def test_zookeeper_that_does_not_answer(tmp_path):
 def test_a_master_that_does_not_answer(tmp_path):
     log = str(tmp_path / "log")
     port = closed_port()
-    done, _ = start("--master", f"127.0.0.1:{port}", "--master-timeout", "1", log=log)
+    done = refused("--master", f"127.0.0.1:{port}", "--master-timeout", "1", log=log)
     assert one_line(done) == (
         f"taskledger run: no Mesos master at 127.0.0.1:{port}: Connection refused "
         "(waited 1 s: --master-timeout)"
@@ -82,8 +112,7 @@ def test_a_master_that_does_not_answer(tmp_path):
 )
 def test_settings_that_cannot_work(tmp_path, args, says):
     log = str(tmp_path / "log")
-    done, _ = start(*args, log=log)
-    line = one_line(done)
+    line = one_line(refused(*args, log=log))
     assert says in line, line
     assert "pw" not in line  # a password in the address is never echoed
     assert not os.path.exists(log)
@@ -95,7 +124,7 @@ def test_an_api_port_in_use(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done, _ = start("--master", "m:5050", "--api", f"127.0.0.1:{port}", log=log)
+        done = refused("--master", "m:5050", "--api", f"127.0.0.1:{port}", log=log)
     assert f"cannot listen on 127.0.0.1:{port}" in one_line(done)
     assert not os.path.exists(log)
 
@@ -103,12 +132,6 @@ def test_an_api_port_in_use(tmp_path):
 def test_the_options_reach_the_framework_info_and_the_driver(tmp_path):
     """What `run` subscribes with: name, user, role, principal, failover timeout, web UI
     link from its options, and the credential pymesos sends (the secret from its file)."""
-    from engine.ledger import Ledger
-    from engine.mesos.core import SchedulerCore
-    from tools.run_command import _prepare, run_command
-    from tools.sim.cluster import SimConfig
-    from tools.sim.server import BackgroundSim
-
     secret = tmp_path / "secret"
     secret.write_text("s3cret\n")
     with BackgroundSim(SimConfig(agents=1)) as sim:
@@ -133,3 +156,66 @@ def test_the_options_reach_the_framework_info_and_the_driver(tmp_path):
         "webui_url": "http://ops.example/",
     }
     assert info["failover_timeout"] == 3 * 3600.0
+
+
+def test_one_log_format_and_nothing_twice(tmp_path):
+    """With -v, pymesos's lines come through the one handler, in the one format, once
+    (pymesos installs a handler of its own at import, which printed each line twice)."""
+    err = tmp_path / "stderr"
+    config = SimConfig(agents=1, heartbeat_interval=15.0)
+    with BackgroundSim(config, time_scale=20) as sim, open(err, "w") as stderr:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "tools.cli", "run", "-v", "--master", sim.address),
+                *("--log", str(tmp_path / "log"), "--instances", "1", "--heartbeat", "0.75"),
+                *("--time-scale", "20"),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        time.sleep(3)
+        inject(sim.address, {"kind": "stream_drop"})  # pymesos says so, and reconnects
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    lines = err.read_text().splitlines()
+    stamped = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) \S+: ")
+    records = [line for line in lines if stamped.match(line)]
+    assert any(" pymesos." in line for line in records), lines  # pymesos did log something
+    assert not any("[INFO]" in line or "[WARNING]" in line for line in lines), lines
+    messages = [stamped.sub("", line) for line in records]
+    assert all(a != b for a, b in zip(messages, messages[1:], strict=False)), messages
+    assert records[0].endswith(f"(1 events); operator API and web view {_url(lines)}")
+
+
+def _url(lines: list[str]) -> str:
+    found = re.search(r"operator API and web view (http://127\.0\.0\.1:\d+/)", "\n".join(lines))
+    assert found, lines
+    return found.group(1)
+
+
+class Znodes:
+    """What `leader` reads of ZooKeeper (children and data), from a dict: a real ZooKeeper
+    is not started by these tests."""
+
+    def __init__(self, nodes: dict[str, bytes]) -> None:
+        self.nodes = nodes
+
+    def get_children(self, path: str) -> list[str]:
+        return [name.rsplit("/", 1)[1] for name in self.nodes if name.startswith(path + "/")]
+
+    def get(self, path: str) -> tuple[bytes, None]:
+        return self.nodes[path], None
+
+
+def test_the_leader_is_the_lowest_json_info_znode():
+    info = '{{"address": {{"hostname": "m{0}", "ip": "10.0.0.{0}", "port": 5050}}}}'
+    nodes = {
+        "/mesos/json.info_0000000007": info.format(7).encode(),
+        "/mesos/json.info_0000000003": info.format(3).encode(),
+        "/mesos/info_0000000001": b"\x08protobuf, pre-0.24",
+        "/mesos/log_replicas": b"",
+    }
+    assert leader(Znodes(nodes), "/mesos") == "10.0.0.3:5050"
+    assert leader(Znodes({"/mesos/log_replicas": b""}), "/mesos") is None

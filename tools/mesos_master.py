@@ -154,10 +154,11 @@ def _wait_for(address: str, deadline: float, what: str) -> str:
             return probe(address, max(0.5, min(5.0, left)))
         except OSError as e:
             last = e
-        if time.monotonic() + _RETRY >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             reason = getattr(last, "strerror", None) or str(last) or type(last).__name__
             raise MasterUnreachable(f"{what} {address}: {reason}")
-        time.sleep(_RETRY)
+        time.sleep(min(_RETRY, left))
 
 
 def leader(zk: Any, path: str) -> str | None:
@@ -211,12 +212,13 @@ def _zk_leader(address: MasterAddress, deadline: float) -> str:
             found = leader(zk, address.zk_path)
             if found is not None:
                 return found
-            if time.monotonic() + _RETRY >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise MasterUnreachable(
                     f"ZooKeeper at {address.zk_hosts} names no leading Mesos master under "
                     f"{address.zk_path} (--master {address.text})"
                 )
-            time.sleep(_RETRY)
+            time.sleep(min(_RETRY, left))
     finally:
         try:
             zk.stop()

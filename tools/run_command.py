@@ -214,9 +214,13 @@ class _Announce:
         job = runtime.core.job if runtime.core is not None else None
         if job is None:
             return
+        try:
+            tasks = list(runtime.ledger.scheduler_view.tasks.items())
+        except RuntimeError:  # a commit added a task meanwhile: the warning is not worth a retry
+            return
         live = [
             t
-            for t, r in list(runtime.ledger.scheduler_view.tasks.items())
+            for t, r in tasks
             if r.job == job.name
             and r.instance is not None
             and r.instance >= job.instances
@@ -372,10 +376,11 @@ def run_command(ctx: click.Context, **values: Any) -> None:
     if values["print_config"]:
         print_config(ctx, values)
         return
+    # Everything that can be checked is, before anything is configured or created.
+    runtime, failure = _prepare(values)
     import pymesos  # noqa: F401  (in the main thread: it installs a SIGINT handler)
 
     configure_logging(values["verbose"])
-    runtime, failure = _prepare(values)
 
     def stop(signum: int, frame: object) -> None:
         if signum == signal.SIGINT:
@@ -413,6 +418,8 @@ def _prepare(values: dict[str, Any]) -> tuple[Any, list[str]]:
     try:
         found = find(address, values["master_timeout"])
     except MasterUnreachable as e:
+        if api is not None:
+            api.sock.close()
         raise Failed(f"{e} (waited {values['master_timeout']:g} s: --master-timeout)") from None
     saga_options: dict[str, Any] = {}
     if values["time_scale"] != 1.0:

@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from tools.commands.common import DEFAULT_LOG, LOG_ENVVAR, when
+from tools.commands.common import log_option, when
 from tools.operator.client import Client, CtlError, read_token
 from tools.operator.server import URL_FILE
 
@@ -69,15 +69,7 @@ def connection(command: Callable[..., Any]) -> Callable[..., Any]:
                 metavar="URL",
                 help="the scheduler's operator API, e.g. http://127.0.0.1:8081/",
             ),
-            click.option(
-                "--log",
-                "log_path",
-                default=DEFAULT_LOG,
-                envvar=LOG_ENVVAR,
-                show_default=True,
-                metavar="PATH",
-                help="without --scheduler: find the scheduler serving this log",
-            ),
+            log_option,  # without --scheduler: the scheduler serving this log
             click.option(
                 "--token-file",
                 envvar="TASKLEDGER_TOKEN_FILE",
@@ -137,9 +129,11 @@ def status_command(**options: Any) -> None:
         click.echo(json.dumps(doc, indent=2))
         return
     s, b, job = doc["scheduler"], doc["breaker"], doc["job"]
-    click.echo(
-        "healthy" if doc["healthy"] else "UNHEALTHY: " + "; ".join(doc["problems"]),
-    )
+    problems = "; ".join(doc["problems"])
+    if not doc["healthy"]:
+        click.echo(f"UNHEALTHY: {problems}")
+    else:
+        click.echo(f"healthy, but {problems}" if problems else "healthy")
     subscribed = "subscribed" if s["subscribed"] else "NOT subscribed"
     click.echo(
         f"framework {s['framework_name']} (id {s['framework_id'] or '-'}), master "
