@@ -80,15 +80,19 @@ def running(address: str, agents: set[str]) -> Counter:
 
 
 def converged(scheduler: Scheduler) -> bool:
-    """Every instance RUNNING in the scheduler's view, nothing pending, nothing halted, and
-    the agents that can be reached run each instance once."""
+    """Every instance RUNNING in the scheduler's view and every other task over (none being
+    killed), no command pending or in flight, nothing halted, and the agents that can be
+    reached run each instance once."""
     view = scheduler.view()
     reachable = {a["id"] for a in state(scheduler.master)["agents"] if a["link_up"]}
+    states = set(view["counts"]["state"])
     return (
         view["instances"]["running"] == INSTANCES
         and view["counts"]["state"].get("RUNNING") == INSTANCES
+        and states <= {"RUNNING", "KILLED", "FINISHED", "FAILED", "LOST", "null"}  # no KILLING
         and not view["breaker"]["halted"]
         and view["commands"]["pending"]["count"] == 0
+        and view["commands"]["in_flight"]["count"] == 0  # every KILL sent is confirmed
         and running(scheduler.master, reachable) == Counter(range(INSTANCES))
     )
 
