@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_log import run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from operator_support import T0, Job, LedgerScheduler, sent
@@ -22,8 +23,6 @@ from engine.events import (
 )
 from engine.ledger import Ledger
 from engine.mesos.core import JobSpec
-from tools.commands.common import AsOf
-from tools.commands.why import why_document
 from tools.operator.live import LiveState
 from tools.operator.orders import (
     BadOrder,
@@ -38,7 +37,7 @@ DONE = {"FINISHED", "FAILED", "KILLED", "LOST", "DELETED"}
 
 def orders_for(ledger: Ledger, instances: int) -> tuple[Orders, LedgerScheduler]:
     scheduler = LedgerScheduler(ledger, JobSpec("web", instances))
-    live = LiveState(ledger, last_id=lambda: ledger.last_id, min_interval=0.0)
+    live = LiveState.of(ledger, min_interval=0.0)
     return Orders(scheduler, live), scheduler
 
 
@@ -47,8 +46,8 @@ def events_after(ledger: Ledger, nid: int) -> list:
 
 
 def why(ledger: Ledger, task: str) -> dict:
-    at = AsOf(ledger.last_id, None, None, ledger.last_id)
-    return json.loads(json.dumps(why_document(ledger, at, task)))
+    """`taskledger why TASK --json` of the log as it is now (read while it is open)."""
+    return json.loads(run("why", task, "--log", ledger.path, "--json").output)
 
 
 @pytest.fixture

@@ -40,11 +40,13 @@ from engine.outbox import DISPATCHED, FAILED, ISSUED
 from engine.outbox import plan as dispatch_plan
 from engine.saga import SagaConfig
 from projections import queries
-from tools.commands.common import AsOf, iso
-from tools.commands.drift import by_cell
-from tools.commands.history import row_json, task_index
-from tools.commands.why import why_document
+from tools.commands.common import iso
+from tools.commands.drift import by_cell, cells_json, since_times, task_json
+from tools.commands.history import resolve_task, row_json
+from tools.commands.why import explain
 from tools.forensics.history import history
+from tools.forensics.launches import split
+from tools.readonly import ReadOnlyLedger
 
 SCHEMA_VIEW = "taskledger.view/1"
 SCHEMA_TASK = "taskledger.task/1"
@@ -140,10 +142,13 @@ class Recent:
 class LiveState:
     """A LedgerState of its own, folded from the log up to where the Ledger has committed.
 
-    Thread-safe: `refresh` and every reader of `state` hold `lock`. ``min_interval`` bounds
-    how often a refresh reads the log (pages poll; the fold is only as fresh as needed)."""
+    ``reader`` reads the log (a ReadOnlyLedger over the Ledger's own datastore: the forensic
+    commands' reader, no second environment, never closed here); ``last_id()`` is the id
+    the Ledger has committed up to. Thread-safe: `refresh` and every reader of `state` hold
+    `lock`. ``min_interval`` bounds how often a refresh reads the log (pages poll; the fold
+    is only as fresh as needed)."""
 
-    def __init__(self, reader: LogReader, *, last_id: Any, min_interval: float = 0.25) -> None:
+    def __init__(self, reader: ReadOnlyLedger, *, last_id: Any, min_interval: float = 0.25) -> None:
         self.reader = reader
         self._last_id = last_id  # () -> the id the Ledger has committed up to
         self.min_interval = min_interval
@@ -151,6 +156,12 @@ class LiveState:
         self.state: LedgerState | None = None
         self.recent = Recent()
         self._refreshed = 0.0
+
+    @classmethod
+    def of(cls, ledger: Any, *, min_interval: float = 0.25) -> LiveState:
+        """The live state of a writing Ledger (engine.ledger.Ledger)."""
+        reader = ReadOnlyLedger(ledger.datastore)
+        return cls(reader, last_id=lambda: ledger.last_id, min_interval=min_interval)
 
     def refresh(self, *, force: bool = False) -> LedgerState:
         """The state, folded up to the Ledger's last committed id (at most every
@@ -208,15 +219,23 @@ def counts(state: LedgerState) -> dict[str, dict[str, int]]:
     }
 
 
-def drift(state: LedgerState, reader: LogReader) -> dict[str, Any]:
-    """The disagreements by cell: `taskledger drift --json`'s total and cells (each cell's
-    task list cut to MAX_TASKS_PER_CELL)."""
-    found = state.views.drift.drift()
-    cells = by_cell(reader, found)
+def drift(state: LedgerState, reader: ReadOnlyLedger) -> dict[str, Any]:
+    """The disagreements by cell and the launches in flight apart: `taskledger drift
+    --json`'s total, cells and in_flight (each list of tasks cut to MAX_TASKS_PER_CELL)."""
+    found, flying = split(state, state.views.drift.drift())
+    groups = by_cell(found)
+    shown = [d for _, items in groups for d in items[:MAX_TASKS_PER_CELL]]
+    shown += flying[:MAX_TASKS_PER_CELL]
+    times = since_times(reader, state, shown)
+    cells = cells_json(groups, times, MAX_TASKS_PER_CELL)
     for cell in cells:
-        cell["more"] = max(0, len(cell["tasks"]) - MAX_TASKS_PER_CELL)
-        cell["tasks"] = cell["tasks"][:MAX_TASKS_PER_CELL]
-    return {"total": len(found), "cells": cells}
+        cell["more"] = cell["count"] - len(cell["tasks"])
+    launches = [task_json(d, times) for d in flying[:MAX_TASKS_PER_CELL]]
+    return {
+        "total": len(found),
+        "cells": cells,
+        "in_flight": {"count": len(flying), "tasks": launches},
+    }
 
 
 def instances(state: LedgerState, job: str | None, wanted: int) -> dict[str, Any]:
@@ -532,8 +551,7 @@ def task_document(live: LiveState, task_id: str) -> dict[str, Any]:
         generations = lineage(state, live.reader, task_id)
         others = siblings(state, task_id, {g["task_id"] for g in generations})
         moment = as_of(state, live.reader)
-    at = AsOf(nid, None, None, nid)
-    index = task_index(live.reader, nid, task_id)
+    index = resolve_task(live.reader, nid, task_id).index
     rows = history(index, task_id)
     return {
         "schema": SCHEMA_TASK,
@@ -545,5 +563,5 @@ def task_document(live: LiveState, task_id: str) -> dict[str, Any]:
         "siblings": others,
         "created": creation((e.nid, e.event) for e in index.task_events.get(task_id, ())),
         "history": [row_json(r) for r in rows],
-        "why": why_document(live.reader, at, task_id, index=index),
+        "why": explain(live.reader, index, nid, task_id),
     }

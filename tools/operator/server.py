@@ -241,7 +241,7 @@ class App:
         self.tokens = tokens
         self.loopback_only = loopback_only
         ledger = scheduler.ledger
-        self.live = live or LiveState(ledger, last_id=lambda: ledger.last_id)
+        self.live = live or LiveState.of(ledger)
         self.orders = Orders(scheduler, self.live)
         self.reads = ThreadPoolExecutor(1, thread_name_prefix="operator-reads")
         self.writes = ThreadPoolExecutor(1, thread_name_prefix="operator-orders")
