@@ -150,6 +150,11 @@
         el("td", {}, c.cell), el("td", {}, c.found_by), el("td", { class: "n" }, c.count),
         el("td", {}, c.tasks.map((t, i) => [i ? ", " : "", taskLink(t.task_id)]),
            c.more ? " ... and " + c.more + " more" : ""))), "no drift: the scheduler and Mesos agree");
+    const flying = doc.drift.in_flight;
+    document.getElementById("launches").replaceChildren(...(flying.count ? [
+      flying.count + " launch(es) in flight (ASSIGNED, not yet heard of from Mesos; not drift): ",
+      ...flying.tasks.map((t, i) => [i ? ", " : "", taskLink(t.task_id)]).flat(),
+    ] : []));
   }
 
   function runs(doc) {
@@ -255,11 +260,15 @@
       el("li", { "data-kill": k.id }, k.operator
         ? "operator " + k.operator + " " + k.what + " (order #" + k.order + (k.reason ? ": " + k.reason : "") + ") at " + when(k.time_iso)
         : "the scheduler itself decided to kill it at " + when(k.time_iso) + " (event #" + k.id + ")")));
+    const made = why.created_by;
+    const origin = made ? [el("div", { class: "why origin", "data-command": made.command },
+      el("p", {}, el("strong", {}, "created by #" + made.command + " RESCHEDULE of " + made.ancestor + ": "), made.sentence))] : [];
     const chains = why.commands.map((c) => el("div", { class: "why", "data-command": c.command },
       el("p", {}, el("strong", {}, "#" + c.command + " " + c.kind + ": "), c.sentence),
       el("table", {}, el("tbody", {}, c.chain.map((s) => el("tr", {}, el("td", {}, s.step),
         el("td", { class: "n" }, s.id === null ? "-" : "#" + s.id), el("td", {}, clock(s.time_iso)), el("td", {}, s.what)))))));
-    document.getElementById("why").replaceChildren(...(chains.length ? chains : [el("p", { class: "empty" }, "no command was issued about this task")]));
+    document.getElementById("why").replaceChildren(...origin,
+      ...(chains.length ? chains : [el("p", { class: "empty" }, "no command was issued about this task")]));
     text("history-count", doc.history.length + " event(s)");
     fill("history", doc.history.map((h) => el("tr", { "data-id": h.id },
       el("td", { class: "n" }, h.id), el("td", {}, when(h.time_iso)), el("td", {}, h.kind), el("td", {}, h.source),
