@@ -142,6 +142,14 @@ def read_lines(path: str) -> list[str]:
     return lines[:-1]  # a line cut by the kill (no newline) promises nothing
 
 
+def _wait_for_line(path: str, line: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while line not in read_lines(path):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, f"the writer did not print {line!r} in {timeout} s"
+        time.sleep(0.01)
+
+
 def test_ledger_api_writer_survives_sigkill_at_random_moments(tmp_path):
     rng = random.Random(SEED)
     kills = 0
@@ -153,8 +161,14 @@ def test_ledger_api_writer_survives_sigkill_at_random_moments(tmp_path):
         out_path = str(tmp_path / f"out{attempt}")
         with open(out_path, "wb") as out:
             proc = spawn(["-c", _WRITER, log, str(SEED * 1000 + attempt)], out, subprocess.PIPE)
-        # From 0.2 s the kill may land while it opens the log (replays, takes the lock).
-        time.sleep(rng.uniform(0.15, 0.6))
+        if attempt % 2:
+            # From 0.2 s the kill may land while it opens the log (replays, takes the lock).
+            time.sleep(rng.uniform(0.15, 0.6))
+        else:
+            # Half the kills land while it appends, however long a loaded machine takes
+            # to start Python: otherwise no append might ever be checked.
+            _wait_for_line(out_path, "ready", proc)
+            time.sleep(rng.uniform(0.0, 0.3))
         assert proc.poll() is None, proc.stderr.read().decode()  # it never stops by itself
         kills += kill(proc)
         assert proc.stderr.read() == b"", "the writer failed before it was killed"
