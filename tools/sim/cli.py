@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-from tools.sim.cluster import SimConfig
+from tools.sim.config import SimConfig
 from tools.sim.faults import InvalidFault, describe, parse_fault
 from tools.sim.server import SimServer
 

@@ -25,16 +25,9 @@ from dataclasses import replace
 from aiohttp import web
 
 from tools.sim import recordio
-from tools.sim.cluster import (
-    CloseStream,
-    Cluster,
-    Effect,
-    Emit,
-    ListenerDown,
-    ListenerUp,
-    Reply,
-    SimConfig,
-)
+from tools.sim.cluster import Cluster
+from tools.sim.config import SimConfig
+from tools.sim.effects import CloseStream, Effect, Emit, ListenerDown, ListenerUp, Reply
 from tools.sim.faults import Fault, InvalidFault, parse_fault
 
 log = logging.getLogger("taskledger.sim")

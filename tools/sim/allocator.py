@@ -1,0 +1,115 @@
+"""The allocator: what each agent has free, the offers made of it, and refusal filters.
+
+Every `allocation_interval` (and after a SUBSCRIBE, a REVIVE or an agent's re-registration)
+each connected agent with free resources is offered, whole, to the first framework (by id)
+that wants offers and has not refused that agent: Mesos's allocator in its simplest form.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+from tools.sim import protocol
+from tools.sim.kernel import Kernel
+from tools.sim.records import Agent, Framework, Offer
+from tools.sim.resources import Resources
+
+if TYPE_CHECKING:
+    from tools.sim.agents import Fleet
+    from tools.sim.master import Master
+
+
+class Allocator:
+    """The offers outstanding (offer id -> Offer) and the allocation pass."""
+
+    master: Master
+    fleet: Fleet
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.k = kernel
+        self.offers: dict[str, Offer] = {}
+        self._ids = itertools.count()
+
+    def used(self, agent: Agent) -> Resources:
+        """What the agent's live tasks and its outstanding offers hold."""
+        master_tasks, agent_tasks = self.master.tasks, self.fleet.tasks
+        keys = {k for k, t in master_tasks.items() if t.agent_id == agent.id}
+        keys |= {k for k, t in agent_tasks.items() if t.agent_id == agent.id}
+        used = Resources()
+        for key in keys:
+            task = agent_tasks.get(key) or master_tasks[key]
+            if not protocol.is_terminal(task.state):
+                used = used + task.resources
+        for offer in self.offers.values():
+            if offer.agent_id == agent.id:
+                used = used + offer.resources
+        return used
+
+    def allocate(self) -> None:
+        master = self.master
+        if not master.up:
+            return
+        batches: dict[str, list[dict]] = {}
+        active = [
+            fw
+            for _, fw in sorted(master.frameworks.items())
+            if fw.stream_id is not None and not fw.removed and not fw.suppressed
+        ]
+        for agent in self.fleet.agents.values():
+            if not active or not self.fleet.connected(agent):
+                continue
+            free = agent.total - self.used(agent)
+            if free.is_empty():
+                continue
+            for fw in active:
+                if fw.filters.get(agent.id, float("-inf")) > self.k.clock:
+                    continue
+                oid = f"{master.id}-O{next(self._ids)}"
+                self.offers[oid] = Offer(oid, fw.id, agent.id, free)
+                batches.setdefault(fw.id, []).append(
+                    protocol.offer(oid, fw.id, agent.id, agent.hostname, free.to_proto())
+                )
+                break
+        for fid, batch in batches.items():
+            master.send(fid, protocol.offers(batch))
+
+    def t_allocate(self) -> None:
+        self.allocate()
+        self.k.after(self.k.config.allocation_interval, "allocate")
+
+    def drop(
+        self, framework_id: str | None, *, agent_id: str | None = None, rescind: bool = True
+    ) -> None:
+        """Withdraw the offers of a framework and/or an agent (None: any), rescinding them."""
+        for oid, offer in sorted(self.offers.items()):
+            if framework_id is not None and offer.framework_id != framework_id:
+                continue
+            if agent_id is not None and offer.agent_id != agent_id:
+                continue
+            del self.offers[oid]
+            if rescind:
+                self.master.send(offer.framework_id, protocol.rescind(oid))
+
+    def refuse_seconds(self, seconds: float | None) -> float:
+        return self.k.config.default_refuse_seconds if seconds is None else seconds
+
+    def refuse(self, fw: Framework, agent_id: str, seconds: float | None) -> None:
+        """A filter: the agent is not offered to the framework for that long."""
+        refuse = self.refuse_seconds(seconds)
+        if refuse > 0:
+            fw.filters[agent_id] = self.k.clock + refuse
+
+    def decline(self, fw: Framework, offer_ids: tuple[str, ...], seconds: float | None) -> None:
+        refuse = self.refuse_seconds(seconds)
+        for oid in offer_ids:
+            offer = self.offers.get(oid)
+            if offer is None or offer.framework_id != fw.id:
+                continue
+            del self.offers[oid]
+            if refuse > 0:
+                fw.filters[offer.agent_id] = self.k.clock + refuse
+
+    def clear(self) -> None:
+        """A failover: the new master has made no offers."""
+        self.offers.clear()

@@ -1,0 +1,108 @@
+"""The simulated cluster's records: frameworks and their streams, agents, tasks and offers.
+
+Two records of every task are kept apart, as in Mesos:
+- the agent's truth (`AgentTask`): the state the task is really in and the agent's status
+  update stream (a queue whose head is the one outstanding update, re-sent with backoff);
+- the master's view (`MasterTask`): what the master last learned, which is what
+  reconciliation answers from. The master learns only while the agent is connected, and
+  forgets everything on a failover until the agent re-registers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tools.sim import protocol
+from tools.sim.resources import Resources
+
+# An agent's status as the master records it.
+REGISTERED = "REGISTERED"
+RECOVERED = "RECOVERED"  # known from the registry after a failover, not yet re-registered
+UNREACHABLE = "UNREACHABLE"
+REMOVED = "REMOVED"  # removed by the operator; never comes back
+
+TaskKey = tuple[str, str]  # (framework id, task id)
+
+
+@dataclass
+class Stream:
+    framework_id: str
+    silent: bool = False
+
+
+@dataclass
+class Framework:
+    id: str
+    info: dict
+    stream_id: str | None = None
+    suppressed: bool = False
+    removed: bool = False
+    filters: dict[str, float] = field(default_factory=dict)  # agent id -> refused until
+    gen: int = 0  # bumps on every (re)subscribe, disarming a pending removal timer
+
+    @property
+    def capabilities(self) -> set[str]:
+        return {c.get("type") for c in self.info.get("capabilities", [])}
+
+    @property
+    def partition_aware(self) -> bool:
+        return protocol.PARTITION_AWARE in self.capabilities
+
+    @property
+    def killing_state(self) -> bool:
+        return protocol.TASK_KILLING_STATE in self.capabilities
+
+
+@dataclass
+class Agent:
+    id: str
+    index: int
+    hostname: str
+    total: Resources
+    status: str = REGISTERED
+    link_up: bool = True  # the network between this agent and the master
+    unreachable_time: float | None = None
+    link_gen: int = 0  # disarms a pending partition detection when the link heals
+
+
+@dataclass
+class AgentTask:
+    """A task as its agent knows it, with the agent's status update stream."""
+
+    framework_id: str
+    task_id: str
+    agent_id: str
+    resources: Resources
+    state: str = "TASK_STAGING"
+    duration: float | None = None
+    outcome: str = "TASK_FINISHED"
+    queue: list[dict] = field(default_factory=list)  # head = the outstanding update
+    backoff: float = 0.0
+    retry_gen: int = 0
+    step_gen: int = 0
+    killing: bool = False
+    rogue: bool = False
+
+    @property
+    def key(self) -> TaskKey:
+        return (self.framework_id, self.task_id)
+
+
+@dataclass
+class MasterTask:
+    """A task as the master knows it: what reconciliation answers from."""
+
+    framework_id: str
+    task_id: str
+    agent_id: str
+    resources: Resources
+    state: str
+    unreachable_time: float | None = None
+
+
+@dataclass
+class Offer:
+    id: str
+    framework_id: str
+    agent_id: str
+    resources: Resources
