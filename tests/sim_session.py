@@ -162,11 +162,12 @@ def state(address: str) -> dict:
 
 
 def agent_ids(address: str) -> list[str]:
-    return [a["id"] for a in state(address)["agents"]]
+    return [a["id"] for a in get_json(address, "/state?counts=1")["agents"]]
 
 
 def task_view(address: str, task_id: str) -> dict | None:
-    return next((t for t in state(address)["tasks"] if t["task_id"] == task_id), None)
+    tasks = get_json(address, f"/state?task_id={task_id}&acknowledged=0")["tasks"]
+    return tasks[0] if tasks else None
 
 
 def inject(address: str, fault: dict | list) -> dict:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,6 +12,8 @@ from hypothesis import strategies as st
 from tools.sim.cluster import RECOVERED, REGISTERED, REMOVED, UNREACHABLE, Cluster, Emit, SimConfig
 from tools.sim.faults import InvalidFault, parse_fault
 from tools.sim.protocol import is_terminal
+from tools.sim.resources import Resources
+from tools.sim.snapshot import InvalidQuery, StateQuery, snapshot
 
 PA = [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"}]
 LIFECYCLE = ["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"]
@@ -110,55 +115,57 @@ class Harness:
 
 # ---------------------------------------------------------------- random histories
 
-ops = st.lists(
-    st.one_of(
-        st.tuples(st.just("launch"), st.integers(0, 1), st.sampled_from([None, 1.0, 30.0])),
-        st.tuples(st.just("advance"), st.floats(0.1, 40.0)),
-        st.tuples(st.just("ack_latest"), st.integers(0, 3)),
-        st.tuples(st.just("ack_stale"), st.integers(0, 3)),
-        st.tuples(st.just("kill"), st.integers(0, 3)),
-        st.tuples(st.just("partition"), st.integers(0, 1)),
-        st.tuples(st.just("heal"), st.integers(0, 1)),
-        st.tuples(
-            st.just("rule"),
-            st.sampled_from(["drop_updates", "duplicate_updates", "lose_acks", "reorder_updates"]),
-        ),
-        st.tuples(st.just("drop_stream")),
-        st.tuples(st.just("reconcile")),
+one_op = st.one_of(
+    st.tuples(st.just("launch"), st.integers(0, 1), st.sampled_from([None, 1.0, 30.0])),
+    st.tuples(st.just("advance"), st.floats(0.1, 40.0)),
+    st.tuples(st.just("ack_latest"), st.integers(0, 3)),
+    st.tuples(st.just("ack_stale"), st.integers(0, 3)),
+    st.tuples(st.just("kill"), st.integers(0, 3)),
+    st.tuples(st.just("partition"), st.integers(0, 1)),
+    st.tuples(st.just("heal"), st.integers(0, 1)),
+    st.tuples(
+        st.just("rule"),
+        st.sampled_from(["drop_updates", "duplicate_updates", "lose_acks", "reorder_updates"]),
     ),
-    max_size=40,
+    st.tuples(st.just("drop_stream")),
+    st.tuples(st.just("reconcile")),
 )
+ops = st.lists(one_op, max_size=40)
+
+
+def run_op(h: Harness, launched: list[str], op: tuple) -> None:
+    kind = op[0]
+    if kind == "launch":
+        tid = f"t{len(launched)}"
+        if h.launch(tid, op[1], op[2]):
+            launched.append(tid)
+    elif kind == "advance":
+        h.advance(op[1])
+    elif kind in ("ack_latest", "ack_stale") and launched:
+        tid = launched[op[1] % len(launched)]
+        with_uuid = [u for u in h.updates(tid) if "uuid" in u]
+        if with_uuid:
+            h.ack(with_uuid[-1] if kind == "ack_latest" else with_uuid[0])
+    elif kind == "kill" and launched:
+        h.post("KILL", {"task_id": {"value": launched[op[1] % len(launched)]}})
+    elif kind == "partition":
+        h.inject({"kind": "agent_partition", "agent_id": op[1]})
+    elif kind == "heal":
+        h.inject({"kind": "agent_heal", "agent_id": op[1]})
+    elif kind == "rule":
+        h.inject({"kind": op[1], "probability": 0.5, "count": 3})
+    elif kind == "drop_stream":
+        h.inject({"kind": "stream_drop"})
+        h.resubscribe()
+    elif kind == "reconcile":
+        h.post("RECONCILE", {"tasks": []})
 
 
 def run_history(seed: int, history: list[tuple]) -> Harness:
     h = Harness(seed=seed)
     launched: list[str] = []
     for op in history:
-        kind = op[0]
-        if kind == "launch":
-            tid = f"t{len(launched)}"
-            if h.launch(tid, op[1], op[2]):
-                launched.append(tid)
-        elif kind == "advance":
-            h.advance(op[1])
-        elif kind in ("ack_latest", "ack_stale") and launched:
-            tid = launched[op[1] % len(launched)]
-            with_uuid = [u for u in h.updates(tid) if "uuid" in u]
-            if with_uuid:
-                h.ack(with_uuid[-1] if kind == "ack_latest" else with_uuid[0])
-        elif kind == "kill" and launched:
-            h.post("KILL", {"task_id": {"value": launched[op[1] % len(launched)]}})
-        elif kind == "partition":
-            h.inject({"kind": "agent_partition", "agent_id": op[1]})
-        elif kind == "heal":
-            h.inject({"kind": "agent_heal", "agent_id": op[1]})
-        elif kind == "rule":
-            h.inject({"kind": op[1], "probability": 0.5, "count": 3})
-        elif kind == "drop_stream":
-            h.inject({"kind": "stream_drop"})
-            h.resubscribe()
-        elif kind == "reconcile":
-            h.post("RECONCILE", {"tasks": []})
+        run_op(h, launched, op)
     h.advance(5.0)
     return h
 
@@ -383,3 +390,99 @@ def test_a_held_update_never_overtakes_the_same_tasks_next_one():
     assert states.index("TASK_RUNNING") > max(
         i for i, s in enumerate(states) if s == "TASK_STARTING"
     ), states
+
+
+# ------------------------------------------------------------- indexes and the census
+
+more_ops = st.lists(
+    st.one_of(
+        one_op,
+        st.tuples(st.just("failover"), st.floats(0.5, 20.0), st.floats(0.0, 20.0)),
+        st.tuples(st.just("remove"), st.integers(0, 1)),
+        st.tuples(st.just("rogue"), st.integers(0, 1)),
+        st.tuples(st.just("executor_lost"), st.integers(0, 3)),
+        st.tuples(st.just("lose_launch")),
+    ),
+    max_size=40,
+)
+
+
+def recounted_use(cluster, agent) -> Resources:
+    """What an agent's live tasks and offers hold, counted from scratch."""
+    used = Resources()
+    for key in set(cluster.master_tasks) | set(cluster.agent_tasks):
+        task = cluster.agent_tasks.get(key) or cluster.master_tasks[key]
+        if task.agent_id == agent.id and not is_terminal(task.state):
+            used = used + task.resources
+    for offer in cluster.offers.values():
+        if offer.agent_id == agent.id:
+            used = used + offer.resources
+    return used
+
+
+def assert_indexes_true(cluster) -> None:
+    for table in (cluster.master_tasks, cluster.agent_tasks):
+        assert table.states == Counter(t.state for t in table.values())
+        for agent_id in cluster.agents:
+            on = {k for k, t in table.items() if t.agent_id == agent_id}
+            assert set(table.on_agent(agent_id)) == on
+        for fid in cluster.frameworks:
+            assert set(table.of_framework(fid)) == {k for k in table if k[0] == fid}
+    assert set(cluster.census.keys) == set(cluster.master_tasks) | set(cluster.agent_tasks)
+    for agent in cluster.agents.values():
+        assert cluster.allocator.used(agent) == recounted_use(cluster, agent), agent.id
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**16), history=more_ops)
+def test_indexes_and_the_census_agree_with_a_recount(seed, history):
+    h = Harness(seed=seed)
+    launched: list[str] = []
+    for op in history:
+        kind = op[0]
+        if kind == "failover":
+            h.inject({"kind": "master_failover", "down_for": op[1], "reregister_after": op[2]})
+            h.advance(op[1] + op[2] + 1.0)
+            h.resubscribe()
+        elif kind == "remove":
+            h.inject({"kind": "agent_remove", "agent_id": op[1]})
+        elif kind == "rogue":
+            with contextlib.suppress(InvalidFault):
+                h.inject({"kind": "rogue_task", "agent_id": op[1]})
+        elif kind == "executor_lost" and launched:
+            with contextlib.suppress(InvalidFault):
+                tid = launched[op[1] % len(launched)]
+                h.inject({"kind": "executor_lost", "task_id": tid})
+        elif kind == "lose_launch":
+            h.inject({"kind": "lose_launch", "drop_after": 5.0})
+        else:
+            run_op(h, launched, op)
+        assert_indexes_true(h.cluster)
+    h.advance(30.0)
+    assert_indexes_true(h.cluster)
+
+
+def test_pages_of_the_state_make_up_the_whole():
+    h = Harness()
+    for i in range(7):
+        assert h.launch(f"t{i}", i % 2)
+        h.advance(1.1)
+    whole = snapshot(h.cluster)
+    assert whole["tasks_total"] == len(whole["tasks"]) == 7
+    pages, offset = [], 0
+    while offset is not None:
+        page = snapshot(h.cluster, StateQuery(offset=offset, limit=3, acknowledged=False))
+        assert "acknowledged" not in page and page["tasks_total"] == 7
+        pages += page["tasks"]
+        offset = page["next_offset"]
+    assert pages == whole["tasks"]
+    counts = snapshot(h.cluster, StateQuery(counts=True))
+    assert "tasks" not in counts and counts["task_counts"]["total"] == 7
+    assert counts["task_counts"]["agent"] == {"TASK_RUNNING": 7}
+    assert [a["tasks"] for a in counts["agents"]] == [4, 3]
+    one = snapshot(h.cluster, StateQuery(task_id="t3"))["tasks"]
+    assert [t["task_id"] for t in one] == ["t3"]
+    with pytest.raises(InvalidQuery, match="limit must be an integer"):
+        StateQuery.from_params({"limit": "-1"})
+    with pytest.raises(InvalidQuery, match=r"unknown state parameter\(s\) \['page'\]"):
+        StateQuery.from_params({"page": "2"})

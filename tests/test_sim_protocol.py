@@ -708,3 +708,29 @@ def test_faults_from_the_command_line_apply_after_their_delay():
         wait_until(lambda: not _version_ok(sim.address), what="master down")
         wait_until(lambda: _version_ok(sim.address), what="master back")
         assert state(sim.address)["master"]["epoch"] == 1
+
+
+# ----------------------------------------------------------------------- state endpoint
+
+
+def test_state_answers_counts_pages_and_one_task(sim, session):
+    a0, a1 = agent_ids(sim.address)
+    session.run_task("t1", a0)
+    session.run_task("t2", a1)
+    counts = get_json(sim.address, "/state?counts=1")
+    assert "tasks" not in counts and "acknowledged" not in counts
+    assert counts["task_counts"]["total"] == 2
+    assert counts["task_counts"]["agent"] == {"TASK_RUNNING": 2}
+    assert counts["acknowledged_total"] == 4  # STARTING and RUNNING of each
+    first = get_json(sim.address, "/state?offset=0&limit=1&acknowledged=0")
+    assert [t["task_id"] for t in first["tasks"]] == ["t1"] and first["next_offset"] == 1
+    assert "acknowledged" not in first
+    second = get_json(sim.address, "/state?offset=1&limit=1")
+    assert [t["task_id"] for t in second["tasks"]] == ["t2"] and second["next_offset"] is None
+    assert task_view(sim.address, "t2")["agent_id"] == a1
+    assert task_view(sim.address, "nope") is None
+    for bad in ("limit=x", "offset=-1", "counts=maybe", "colour=red"):
+        status, text = call(
+            sim.address, None, method="GET", content_type=None, path=f"/state?{bad}"
+        )
+        assert status == 400 and json.loads(text)["error"], (bad, text)

@@ -8,6 +8,7 @@ until the framework acknowledges it, as Mesos's task status update manager does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tools.sim import calls, protocol
@@ -23,6 +24,7 @@ from tools.sim.records import (
     TaskKey,
 )
 from tools.sim.resources import Resources
+from tools.sim.tables import TaskTable
 
 if TYPE_CHECKING:
     from tools.sim.allocator import Allocator
@@ -35,11 +37,13 @@ class Fleet:
     master: Master
     allocator: Allocator
 
-    def __init__(self, kernel: Kernel, master_id: str) -> None:
+    def __init__(
+        self, kernel: Kernel, master_id: str, on_change: Callable[[TaskKey], None]
+    ) -> None:
         self.k = kernel
         config = kernel.config
         self.agents: dict[str, Agent] = {}
-        self.tasks: dict[TaskKey, AgentTask] = {}
+        self.tasks: TaskTable[AgentTask] = TaskTable(on_change)
         self.lost_launches: dict[TaskKey, str] = {}  # the agent never got these launches
         lo, hi = config.agent_ports
         for i in range(config.agents):
@@ -60,7 +64,7 @@ class Fleet:
         return self.master.up and agent.link_up
 
     def tasks_on(self, agent: Agent) -> list[AgentTask]:
-        return [t for _, t in sorted(self.tasks.items()) if t.agent_id == agent.id]
+        return self.tasks.sorted_on_agent(agent.id)
 
     # ------------------------------------------------------------------- tasks' lifecycles
 
@@ -82,7 +86,7 @@ class Fleet:
             k.after(lost.params["drop_after"], "launch_dropped", key)
             return
         task = AgentTask(fw.id, tid, agent.id, resources, duration=duration, outcome=outcome)
-        self.tasks[key] = task
+        self.tasks.add(task)
         k.after(k.config.starting_delay, "step", key, task.step_gen)
 
     def kill(self, fw: Framework, task_id: str, agent: Agent) -> None:
@@ -120,7 +124,7 @@ class Fleet:
         self.master.acknowledged_update(ack.task_id, ack.uuid, head["state"])
         task.retry_gen += 1
         if protocol.is_terminal(head["state"]):
-            self.tasks.pop(task.key, None)
+            self.tasks.pop(task.key)
             self.master.forget(task)
         elif task.queue:
             task.backoff = self.k.config.update_retry_initial
@@ -128,8 +132,8 @@ class Fleet:
 
     def remove_framework(self, framework_id: str) -> None:
         """The framework is gone: its tasks leave the agents."""
-        for key in [k for k in self.tasks if k[0] == framework_id]:
-            del self.tasks[key]
+        for key in list(self.tasks.of_framework(framework_id)):
+            self.tasks.pop(key)
         for key in [k for k in self.lost_launches if k[0] == framework_id]:
             del self.lost_launches[key]
 
@@ -145,7 +149,7 @@ class Fleet:
     ) -> None:
         """A state change on the agent, queued on its update stream (with a uuid)."""
         k = self.k
-        task.state = state
+        self.tasks.set_state(task, state)
         status = protocol.task_status(
             task.task_id,
             state,
@@ -167,7 +171,7 @@ class Fleet:
     ) -> None:
         """An agent update for a task the agent never ran (a launch that got lost)."""
         task = AgentTask(fw.id, task_id, agent_id, Resources(), state=state)
-        self.tasks[task.key] = task
+        self.tasks.add(task)
         self.agent_update(task, state, "SOURCE_AGENT", "REASON_AGENT_RESTARTED", message)
 
     def forward_head(self, task: AgentTask) -> None:
@@ -198,7 +202,7 @@ class Fleet:
             fw = master.frameworks[task.framework_id]
             message = f"Agent {agent.id} is unreachable"
             if fw.partition_aware:
-                task.state = "TASK_UNREACHABLE"
+                master.tasks.set_state(task, "TASK_UNREACHABLE")
                 task.unreachable_time = agent.unreachable_time
                 master.master_update(
                     fw.id,
@@ -210,7 +214,7 @@ class Fleet:
                     unreachable_time=agent.unreachable_time,
                 )
             else:
-                del master.tasks[(fw.id, task.task_id)]
+                master.tasks.pop(task.key)
                 master.master_update(
                     fw.id,
                     task.task_id,

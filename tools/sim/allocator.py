@@ -3,6 +3,7 @@
 Every `allocation_interval` (and after a SUBSCRIBE, a REVIVE or an agent's re-registration)
 each connected agent with free resources is offered, whole, to the first framework (by id)
 that wants offers and has not refused that agent: Mesos's allocator in its simplest form.
+A pass costs O(agents + frameworks): what an agent's tasks hold is kept by the census.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import itertools
 from typing import TYPE_CHECKING
 
 from tools.sim import protocol
+from tools.sim.census import Census
 from tools.sim.kernel import Kernel
 from tools.sim.records import Agent, Framework, Offer
 from tools.sim.resources import Resources
@@ -26,25 +28,33 @@ class Allocator:
     master: Master
     fleet: Fleet
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, census: Census) -> None:
         self.k = kernel
+        self.census = census
         self.offers: dict[str, Offer] = {}
+        self._on_agent: dict[str, dict[str, Offer]] = {}  # agent id -> its offers
         self._ids = itertools.count()
 
     def used(self, agent: Agent) -> Resources:
         """What the agent's live tasks and its outstanding offers hold."""
-        master_tasks, agent_tasks = self.master.tasks, self.fleet.tasks
-        keys = {k for k, t in master_tasks.items() if t.agent_id == agent.id}
-        keys |= {k for k, t in agent_tasks.items() if t.agent_id == agent.id}
-        used = Resources()
-        for key in keys:
-            task = agent_tasks.get(key) or master_tasks[key]
-            if not protocol.is_terminal(task.state):
-                used = used + task.resources
-        for offer in self.offers.values():
-            if offer.agent_id == agent.id:
-                used = used + offer.resources
+        used = self.census.used(agent.id)
+        for offer in self._on_agent.get(agent.id, {}).values():
+            used = used + offer.resources
         return used
+
+    def _add(self, offer: Offer) -> None:
+        self.offers[offer.id] = offer
+        self._on_agent.setdefault(offer.agent_id, {})[offer.id] = offer
+
+    def take(self, offer_id: str) -> Offer | None:
+        """Withdraw one offer (None if there is no such offer)."""
+        offer = self.offers.pop(offer_id, None)
+        if offer is not None:
+            on_agent = self._on_agent[offer.agent_id]
+            del on_agent[offer_id]
+            if not on_agent:
+                del self._on_agent[offer.agent_id]
+        return offer
 
     def allocate(self) -> None:
         master = self.master
@@ -66,7 +76,7 @@ class Allocator:
                 if fw.filters.get(agent.id, float("-inf")) > self.k.clock:
                     continue
                 oid = f"{master.id}-O{next(self._ids)}"
-                self.offers[oid] = Offer(oid, fw.id, agent.id, free)
+                self._add(Offer(oid, fw.id, agent.id, free))
                 batches.setdefault(fw.id, []).append(
                     protocol.offer(oid, fw.id, agent.id, agent.hostname, free.to_proto())
                 )
@@ -82,12 +92,11 @@ class Allocator:
         self, framework_id: str | None, *, agent_id: str | None = None, rescind: bool = True
     ) -> None:
         """Withdraw the offers of a framework and/or an agent (None: any), rescinding them."""
-        for oid, offer in sorted(self.offers.items()):
+        pool = self.offers if agent_id is None else self._on_agent.get(agent_id, {})
+        for oid, offer in sorted(pool.items()):
             if framework_id is not None and offer.framework_id != framework_id:
                 continue
-            if agent_id is not None and offer.agent_id != agent_id:
-                continue
-            del self.offers[oid]
+            self.take(oid)
             if rescind:
                 self.master.send(offer.framework_id, protocol.rescind(oid))
 
@@ -106,10 +115,11 @@ class Allocator:
             offer = self.offers.get(oid)
             if offer is None or offer.framework_id != fw.id:
                 continue
-            del self.offers[oid]
+            self.take(oid)
             if refuse > 0:
                 fw.filters[offer.agent_id] = self.k.clock + refuse
 
     def clear(self) -> None:
         """A failover: the new master has made no offers."""
         self.offers.clear()
+        self._on_agent.clear()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from tools.sim.agents import Fleet
 from tools.sim.allocator import Allocator
+from tools.sim.census import Census
 from tools.sim.config import SimConfig
 from tools.sim.effects import CloseStream, Effect, Emit, ListenerDown, ListenerUp, Reply
 from tools.sim.fault_actions import FaultInjector
@@ -39,6 +40,7 @@ from tools.sim.records import (
     Stream,
     TaskKey,
 )
+from tools.sim.snapshot import StateQuery, snapshot
 
 __all__ = [
     "RECOVERED",
@@ -70,9 +72,11 @@ class Cluster:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.kernel = kernel = Kernel(config)
-        self.master = master = Master(kernel)
-        self.fleet = fleet = Fleet(kernel, master.id)
-        self.allocator = allocator = Allocator(kernel)
+        self.census = census = Census()
+        self.master = master = Master(kernel, census.changed)
+        self.fleet = fleet = Fleet(kernel, master.id, census.changed)
+        census.watch(agent_tasks=fleet.tasks, master_tasks=master.tasks)
+        self.allocator = allocator = Allocator(kernel, census)
         master.fleet, master.allocator = fleet, allocator
         fleet.master, fleet.allocator = master, allocator
         allocator.master, allocator.fleet = master, fleet
@@ -203,73 +207,7 @@ class Cluster:
 
     # ------------------------------------------------------------------------------ state
 
-    def snapshot(self) -> dict:
-        """A JSON-ready picture of the cluster, for the state endpoint and tests."""
-        master, fleet = self.master, self.fleet
-        master_tasks, agent_tasks = master.tasks, fleet.tasks
-        tasks = []
-        for key in sorted(set(master_tasks) | set(agent_tasks)):
-            known = master_tasks.get(key)
-            real = agent_tasks.get(key)
-            tasks.append(
-                {
-                    "framework_id": key[0],
-                    "task_id": key[1],
-                    "agent_id": (known or real).agent_id,  # type: ignore[union-attr]
-                    "master_state": known.state if known else None,
-                    "agent_state": real.state if real else None,
-                    "pending_updates": len(real.queue) if real else 0,
-                    "launch_lost": key in fleet.lost_launches,
-                    "rogue": bool(real and real.rogue),
-                }
-            )
-        return {
-            "master": {
-                "id": master.id,
-                "epoch": master.epoch,
-                "up": master.up,
-                "down_until": master.down_until,
-                "clock": self.kernel.clock,
-                "seed": self.config.seed,
-                "version": self.config.version,
-            },
-            "frameworks": [
-                {
-                    "id": fw.id,
-                    "name": fw.info.get("name"),
-                    "connected": fw.stream_id is not None,
-                    "stream_id": fw.stream_id,
-                    "silent": bool(fw.stream_id and master.streams[fw.stream_id].silent),
-                    "removed": fw.removed,
-                    "suppressed": fw.suppressed,
-                    "capabilities": sorted(c for c in fw.capabilities if c),
-                }
-                for _, fw in sorted(master.frameworks.items())
-            ],
-            "agents": [
-                {
-                    "id": a.id,
-                    "index": a.index,
-                    "hostname": a.hostname,
-                    "status": a.status,
-                    "link_up": a.link_up,
-                    "resources": a.total.to_json(),
-                    "used": self.allocator.used(a).to_json(),
-                }
-                for a in fleet.agents.values()
-            ],
-            "tasks": tasks,
-            "completed_tasks": list(master.completed),
-            "acknowledged": list(master.acknowledged),
-            "offers": [
-                {
-                    "id": o.id,
-                    "framework_id": o.framework_id,
-                    "agent_id": o.agent_id,
-                    "resources": o.resources.to_json(),
-                }
-                for _, o in sorted(self.allocator.offers.items())
-            ],
-            "rules": self.kernel.rules.to_json(),
-            "fault_log": list(self.faults.log),
-        }
+    def snapshot(self, query: StateQuery | None = None) -> dict:
+        """A JSON-ready picture of the cluster, for the state endpoint and tests: whole by
+        default; see snapshot.StateQuery for pages of tasks, one task id, counts only."""
+        return snapshot(self, query)

@@ -184,7 +184,7 @@ class FaultInjector:
         self.allocator.drop(None, agent_id=agent.id)
         for task in master.tasks_on(agent):
             fw = master.frameworks[task.framework_id]
-            del master.tasks[(fw.id, task.task_id)]
+            master.tasks.pop(task.key)
             master.master_update(
                 fw.id,
                 task.task_id,
@@ -194,7 +194,7 @@ class FaultInjector:
                 agent_id=agent.id,
             )
         for task in fleet.tasks_on(agent):
-            del fleet.tasks[task.key]
+            fleet.tasks.pop(task.key)
         for key in [k for k, a in fleet.lost_launches.items() if a == agent.id]:
             del fleet.lost_launches[key]
         master.notify_agent_lost(agent)
@@ -222,7 +222,7 @@ class FaultInjector:
         task = AgentTask(
             owners[0].id, tid, agent.id, Resources(0.1, 32.0), state="TASK_RUNNING", rogue=True
         )
-        fleet.tasks[key] = task
+        fleet.tasks.add(task)
         if fleet.connected(agent):
             master.learn(task)
 
@@ -232,12 +232,9 @@ class FaultInjector:
 
     def _executor_lost(self, task_id: str, framework_id: str | None) -> None:
         fleet = self.fleet
-        candidates = [
-            t
-            for (fid, tid), t in sorted(fleet.tasks.items())
-            if tid == task_id and (framework_id is None or fid == framework_id)
-        ]
-        live = [t for t in candidates if not protocol.is_terminal(t.state)]
+        owners = sorted(self.master.frameworks) if framework_id is None else [framework_id]
+        candidates = [fleet.tasks.get((fid, task_id)) for fid in owners]
+        live = [t for t in candidates if t is not None and not protocol.is_terminal(t.state)]
         if not live:
             raise InvalidFault(f"executor_lost: no live task {task_id!r} on any agent")
         task = live[0]

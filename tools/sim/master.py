@@ -28,6 +28,7 @@ from tools.sim.records import (
     TaskKey,
 )
 from tools.sim.resources import InvalidResources, Resources
+from tools.sim.tables import TaskTable
 
 if TYPE_CHECKING:
     from tools.sim.agents import Fleet
@@ -40,7 +41,7 @@ class Master:
     fleet: Fleet
     allocator: Allocator
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, on_change: Callable[[TaskKey], None]) -> None:
         self.k = kernel
         self.up = True
         self.epoch = 0
@@ -48,7 +49,7 @@ class Master:
         self.down_until: float | None = None
         self.frameworks: dict[str, Framework] = {}
         self.streams: dict[str, Stream] = {}
-        self.tasks: dict[TaskKey, MasterTask] = {}
+        self.tasks: TaskTable[MasterTask] = TaskTable(on_change)
         self.completed: deque[dict] = deque(maxlen=1000)
         # Every update the framework acknowledged (task, uuid, state), for tests that check
         # that nothing acknowledged is missing from the scheduler's log.
@@ -199,19 +200,20 @@ class Master:
             for ti in op["launch"]["task_infos"]
         ]
         task_ids = [str((ti.get("task_id") or {}).get("value")) for ti in task_infos]
-        offers = self.allocator.offers
+        allocator = self.allocator
+        offers = allocator.offers
         if self.k.rules.fire("lose_accept", task_id=task_ids[0] if task_ids else None):
             # The master never hears of it; the offers time out and are rescinded.
             for oid in acc.offer_ids:
                 offer = offers.get(oid)
                 if offer is not None and offer.framework_id == fw.id:
-                    del offers[oid]
+                    allocator.take(oid)
                     self.send(fw.id, protocol.rescind(oid))
             return
         found = [offers.get(oid) for oid in acc.offer_ids]
         valid = [o for o in found if o is not None and o.framework_id == fw.id]
         for o in valid:
-            del offers[o.id]
+            allocator.take(o.id)
         agents = {o.agent_id for o in valid}
         problem = None
         if not acc.offer_ids:
@@ -244,7 +246,7 @@ class Master:
                 continue
             resources, duration, outcome = checked
             available = available - resources
-            self.tasks[(fw.id, tid)] = MasterTask(fw.id, tid, agent.id, resources, "TASK_STAGING")
+            self.tasks.add(MasterTask(fw.id, tid, agent.id, resources, "TASK_STAGING"))
             self.fleet.launch(fw, tid, agent, resources, duration, outcome)
         self.allocator.refuse(fw, agent.id, acc.refuse_seconds)
 
@@ -307,11 +309,12 @@ class Master:
 
     def _on_reconcile(self, fw: Framework, refs: list[calls.TaskRef]) -> None:
         if not refs:
-            for key in sorted(k for k in self.tasks if k[0] == fw.id):
-                self.send(fw.id, protocol.update(self._known_answer(self.tasks[key])))
+            for _, task in sorted(self.tasks.of_framework(fw.id).items()):
+                self.send(fw.id, protocol.update(self._known_answer(task)))
             return
+        recovering = any(r.agent_id is None for r in refs) and self._any_recovering()
         for ref in refs:
-            answer = self.reconcile_answer(fw.id, ref.task_id, ref.agent_id)
+            answer = self._answer(fw.id, ref.task_id, ref.agent_id, recovering)
             if answer is not None:
                 self.send(fw.id, protocol.update(answer))
 
@@ -333,6 +336,17 @@ class Master:
         TASK_GONE_BY_OPERATOR. 6 otherwise TASK_UNKNOWN. Cases 3-6 are TASK_LOST for
         frameworks without PARTITION_AWARE.
         """
+        recovering = agent_id is None and self._any_recovering()
+        return self._answer(framework_id, task_id, agent_id, recovering)
+
+    def _any_recovering(self) -> bool:
+        return any(a.status == RECOVERED for a in self.fleet.agents.values())
+
+    def _answer(
+        self, framework_id: str, task_id: str, agent_id: str | None, recovering: bool
+    ) -> dict | None:
+        """`reconcile_answer`, told whether any agent is still recovering (worked out once
+        per call: a RECONCILE of many tasks costs what its tasks cost, not x agents)."""
         known = self.tasks.get((framework_id, task_id))
         if known is not None:
             return self._known_answer(known)
@@ -341,7 +355,7 @@ class Master:
         if agent_id is not None:
             if agent is not None and agent.status == RECOVERED:
                 return None
-        elif any(a.status == RECOVERED for a in agents.values()):
+        elif recovering:
             return None
         status = agent.status if agent is not None else None
         state, unreachable = {
@@ -449,17 +463,19 @@ class Master:
             return
         known = self.tasks.get(task.key)
         if known is None:
-            self.tasks[task.key] = MasterTask(
-                task.framework_id, task.task_id, task.agent_id, task.resources, task.state
+            self.tasks.add(
+                MasterTask(
+                    task.framework_id, task.task_id, task.agent_id, task.resources, task.state
+                )
             )
         else:
-            known.state = task.state
+            self.tasks.set_state(known, task.state)
             known.unreachable_time = None
 
     def forget(self, task: AgentTask) -> None:
         """A terminal update was acknowledged: the task (gone from its agent) leaves the
         master, into the completed tasks."""
-        self.tasks.pop(task.key, None)
+        self.tasks.pop(task.key)
         self.completed.append(
             {
                 "framework_id": task.framework_id,
@@ -476,7 +492,7 @@ class Master:
         )
 
     def tasks_on(self, agent: Agent) -> list[MasterTask]:
-        return [t for _, t in sorted(self.tasks.items()) if t.agent_id == agent.id]
+        return self.tasks.sorted_on_agent(agent.id)
 
     def notify_agent_lost(self, agent: Agent) -> None:
         for fid, fw in sorted(self.frameworks.items()):
@@ -486,8 +502,8 @@ class Master:
     def remove_framework(self, fw: Framework) -> None:
         """TEARDOWN or failover timeout: kill every task of the framework, forget it."""
         self.fleet.remove_framework(fw.id)
-        for key in [k for k in self.tasks if k[0] == fw.id]:
-            del self.tasks[key]
+        for key in list(self.tasks.of_framework(fw.id)):
+            self.tasks.pop(key)
         self.allocator.drop(fw.id, rescind=False)
         if fw.stream_id is not None:
             self.close_stream(fw.stream_id)

@@ -24,13 +24,13 @@ REMOVED = "REMOVED"  # removed by the operator; never comes back
 TaskKey = tuple[str, str]  # (framework id, task id)
 
 
-@dataclass
+@dataclass(slots=True)
 class Stream:
     framework_id: str
     silent: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Framework:
     id: str
     info: dict
@@ -53,7 +53,7 @@ class Framework:
         return protocol.TASK_KILLING_STATE in self.capabilities
 
 
-@dataclass
+@dataclass(slots=True)
 class Agent:
     id: str
     index: int
@@ -65,7 +65,7 @@ class Agent:
     link_gen: int = 0  # disarms a pending partition detection when the link heals
 
 
-@dataclass
+@dataclass(slots=True)
 class AgentTask:
     """A task as its agent knows it, with the agent's status update stream."""
 
@@ -88,7 +88,7 @@ class AgentTask:
         return (self.framework_id, self.task_id)
 
 
-@dataclass
+@dataclass(slots=True)
 class MasterTask:
     """A task as the master knows it: what reconciliation answers from."""
 
@@ -99,8 +99,12 @@ class MasterTask:
     state: str
     unreachable_time: float | None = None
 
+    @property
+    def key(self) -> TaskKey:
+        return (self.framework_id, self.task_id)
 
-@dataclass
+
+@dataclass(slots=True)
 class Offer:
     id: str
     framework_id: str

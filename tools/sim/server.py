@@ -7,7 +7,9 @@ time. Simulated time is `(monotonic - start) * time_scale`, so a time-scale of 2
 Routes:
 - GET /version: {"version": "1.11.0"}
 - POST /api/v1/scheduler: SUBSCRIBE (a chunked RecordIO stream) and every other call
-- GET /state: the cluster snapshot (see Cluster.snapshot)
+- GET /state: the cluster snapshot (snapshot.py): whole by default; `?counts=1` for counts
+  only (fast at any size), `?offset=N&limit=M` for a page of tasks, `?task_id=ID` for one
+  task, `&acknowledged=0` to leave out the acknowledged updates
 - POST /admin/fault: inject a fault (one JSON object, or a list), see faults.py
 """
 
@@ -29,10 +31,12 @@ from tools.sim.cluster import Cluster
 from tools.sim.config import SimConfig
 from tools.sim.effects import CloseStream, Effect, Emit, ListenerDown, ListenerUp, Reply
 from tools.sim.faults import Fault, InvalidFault, parse_fault
+from tools.sim.snapshot import InvalidQuery, StateQuery
 
 log = logging.getLogger("taskledger.sim")
 
 SCHEDULER_PATH = "/api/v1/scheduler"
+MAX_BODY = 1 << 30
 _CLOSE = b"close"
 _ABORT = b"abort"
 
@@ -193,7 +197,11 @@ class SimServer:
 
     async def _state(self, request: web.Request) -> web.Response:
         assert self.cluster is not None
-        snap = self.cluster.snapshot()
+        try:
+            query = StateQuery.from_params(dict(request.query))
+        except InvalidQuery as err:
+            return web.json_response({"error": str(err)}, status=400)
+        snap = self.cluster.snapshot(query)
         snap["master"]["time_scale"] = self.time_scale
         snap["master"]["port"] = self.port
         return web.json_response(snap)
