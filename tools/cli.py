@@ -50,7 +50,7 @@ def sim(ctx: click.Context) -> None:
     raise SystemExit(sim_main(list(ctx.args)))
 
 
-BENCHMARKS = ("ingest", "replay", "reconcile", "drift")
+BENCHMARKS = ("ingest", "replay", "reconcile", "drift", "sim")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -50,6 +50,35 @@ def call(
         conn.close()
 
 
+class Connection:
+    """Calls over one kept-alive HTTP connection, as a scheduler's HTTP client makes them
+    (a new connection per call costs more than most calls themselves)."""
+
+    def __init__(self, address: str, timeout: float = 10.0) -> None:
+        host, port = address.rsplit(":", 1)
+        self._conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+
+    def call(
+        self,
+        body: object,
+        *,
+        stream_id: str | None = None,
+        method: str = "POST",
+        path: str = "/api/v1/scheduler",
+    ) -> tuple[int, str]:
+        """One call (a JSON body, or bytes as they are, or None); returns (status, text)."""
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if stream_id is not None:
+            headers["Mesos-Stream-Id"] = stream_id
+        data = body if isinstance(body, bytes | type(None)) else json.dumps(body).encode()
+        self._conn.request(method, path, body=data, headers=headers)
+        resp = self._conn.getresponse()
+        return resp.status, resp.read().decode("utf-8", "replace")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def get_json(address: str, path: str, timeout: float = 10.0) -> dict:
     status, text = call(address, None, method="GET", content_type=None, path=path, timeout=timeout)
     if status != 200:
@@ -62,7 +91,8 @@ class EventStream:
 
     After construction: `status`, `headers` (lower-case names), and for a non-200 answer
     `body`. Events arrive on a reader thread; take them with `next()` / `wait_for()`.
-    `raw` keeps every byte of the response body as received (chunk framing included).
+    `raw` keeps every byte of the response body as received (chunk framing included), unless
+    `keep_raw` is False.
     """
 
     def __init__(
@@ -72,8 +102,10 @@ class EventStream:
         *,
         extra_headers: dict[str, str] | None = None,
         timeout: float = 10.0,
+        keep_raw: bool = True,
     ) -> None:
         host, port = address.rsplit(":", 1)
+        self._keep_raw = keep_raw
         self._sock = socket.create_connection((host, int(port)), timeout=timeout)
         data = json.dumps(body).encode()
         head = [
@@ -86,8 +118,11 @@ class EventStream:
         ]
         head += [f"{k}: {v}" for k, v in (extra_headers or {}).items()]
         self._sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + data)
-        self._buf = b""
-        self.raw = b""
+        # Bytes received and not yet read start at _pos: reading advances _pos instead of
+        # copying what is left (which at 100,000 events would cost more than the events).
+        self._buf = bytearray()
+        self._pos = 0
+        self.raw = bytearray()
         self.events: queue.Queue[dict] = queue.Queue()
         self.seen: list[dict] = []
         self.ended = threading.Event()
@@ -119,18 +154,23 @@ class EventStream:
         chunk = self._sock.recv(65536)
         if not chunk:
             raise EOFError("connection closed")
+        if self._pos > 65536:
+            del self._buf[: self._pos]
+            self._pos = 0
         self._buf += chunk
 
     def _readline(self) -> str:
-        while b"\r\n" not in self._buf:
+        while (end := self._buf.find(b"\r\n", self._pos)) < 0:
             self._fill()
-        line, self._buf = self._buf.split(b"\r\n", 1)
+        line = bytes(self._buf[self._pos : end])
+        self._pos = end + 2
         return line.decode("latin-1")
 
     def _read_exact(self, n: int) -> bytes:
-        while len(self._buf) < n:
+        while len(self._buf) - self._pos < n:
             self._fill()
-        out, self._buf = self._buf[:n], self._buf[n:]
+        out = bytes(self._buf[self._pos : self._pos + n])
+        self._pos += n
         return out
 
     def _read_events(self) -> None:
@@ -142,7 +182,8 @@ class EventStream:
                 payload = self._read_exact(size)
                 if self._read_exact(2) != b"\r\n":
                     raise ValueError("chunk not followed by CRLF")
-                self.raw += size_line.encode() + b"\r\n" + payload + b"\r\n"
+                if self._keep_raw:
+                    self.raw += size_line.encode() + b"\r\n" + payload + b"\r\n"
                 if size == 0:
                     self.clean_end = True
                     break

@@ -79,7 +79,9 @@ class SimServer:
     # ------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        app = web.Application(middlewares=[self._track_transport])
+        # aiohttp refuses bodies over 1 MB by default; one ACCEPT of thousands of tasks or a
+        # RECONCILE of 100,000 is several MB, and a real master takes them.
+        app = web.Application(middlewares=[self._track_transport], client_max_size=MAX_BODY)
         app.router.add_get("/version", self._version)
         app.router.add_route("*", SCHEDULER_PATH, self._scheduler)
         app.router.add_get("/state", self._state)
