@@ -8,109 +8,15 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sim_harness import Harness
 
-from tools.sim.cluster import RECOVERED, REGISTERED, REMOVED, UNREACHABLE, Cluster, Emit, SimConfig
+from tools.sim.cluster import RECOVERED, REGISTERED, REMOVED, UNREACHABLE
 from tools.sim.faults import InvalidFault, parse_fault
 from tools.sim.protocol import is_terminal
 from tools.sim.resources import Resources
 from tools.sim.snapshot import InvalidQuery, StateQuery, snapshot
 
-PA = [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"}]
 LIFECYCLE = ["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"]
-
-
-class Harness:
-    """A cluster with one subscribed framework, and every event it was sent."""
-
-    def __init__(self, seed: int = 0, partition_aware: bool = True, agents: int = 2) -> None:
-        self.cluster = Cluster(SimConfig(agents=agents, seed=seed))
-        self.now = 0.0
-        self.events: list[dict] = []
-        self.acks: list[tuple[str, str]] = []  # (task id, uuid) sent, in order
-        info = {"user": "u", "name": "n", "failover_timeout": 1e6}
-        if partition_aware:
-            info["capabilities"] = PA
-        reply = self.cluster.subscribe(
-            {"type": "SUBSCRIBE", "subscribe": {"framework_info": info}}, None, self.now
-        )
-        assert reply.status == 200
-        self.stream = reply.stream_id
-        self._take(reply.effects)
-        self.fid = self.events[0]["subscribed"]["framework_id"]["value"]
-        self.agents = list(self.cluster.agents)
-
-    def _take(self, effects: list) -> None:
-        self.events.extend(e.event for e in effects if isinstance(e, Emit))
-
-    def resubscribe(self) -> None:
-        info = {"user": "u", "name": "n", "failover_timeout": 1e6, "id": {"value": self.fid}}
-        if self.cluster.frameworks[self.fid].partition_aware:
-            info["capabilities"] = PA
-        body = {
-            "type": "SUBSCRIBE",
-            "framework_id": {"value": self.fid},
-            "subscribe": {"framework_info": info},
-        }
-        reply = self.cluster.subscribe(body, None, self.now)
-        if reply.status == 200:
-            self.stream = reply.stream_id
-        self._take(reply.effects)
-
-    def post(self, typ: str, payload: dict | None = None) -> int:
-        body: dict = {"type": typ, "framework_id": {"value": self.fid}}
-        if payload is not None:
-            body[typ.lower()] = payload
-        reply = self.cluster.call(body, self.stream, self.now)
-        self._take(reply.effects)
-        return reply.status
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-        self._take(self.cluster.tick(self.now))
-
-    def inject(self, fault: dict) -> None:
-        self._take(self.cluster.inject(fault, self.now))
-
-    def offers(self) -> list[dict]:
-        live = {o.id for o in self.cluster.offers.values() if o.framework_id == self.fid}
-        return [
-            o
-            for e in self.events
-            if e["type"] == "OFFERS"
-            for o in e["offers"]["offers"]
-            if o["id"]["value"] in live
-        ]
-
-    def launch(self, task_id: str, agent_index: int = 0, duration: float | None = None) -> bool:
-        agent = self.agents[agent_index]
-        offer = next((o for o in self.offers() if o["agent_id"]["value"] == agent), None)
-        if offer is None:
-            return False
-        labels = [] if duration is None else [{"key": "sim.duration", "value": str(duration)}]
-        task = {
-            "name": task_id,
-            "task_id": {"value": task_id},
-            "agent_id": {"value": agent},
-            "command": {"value": "true"},
-            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
-            "labels": {"labels": labels},
-        }
-        op = {"type": "LAUNCH", "launch": {"task_infos": [task]}}
-        accept = {"offer_ids": [offer["id"]], "operations": [op], "filters": {"refuse_seconds": 0}}
-        return self.post("ACCEPT", accept) == 202
-
-    def updates(self, task_id: str | None = None) -> list[dict]:
-        return [
-            e["update"]["status"]
-            for e in self.events
-            if e["type"] == "UPDATE"
-            and (task_id is None or e["update"]["status"]["task_id"]["value"] == task_id)
-        ]
-
-    def ack(self, status: dict) -> None:
-        self.acks.append((status["task_id"]["value"], status["uuid"]))
-        ack = {k: status[k] for k in ("agent_id", "task_id", "uuid")}
-        assert self.post("ACKNOWLEDGE", ack) == 202
 
 
 # ---------------------------------------------------------------- random histories
@@ -211,7 +117,8 @@ def test_same_seed_same_history_same_events(seed, history):
 
 
 def expected_answer(known: bool, named: bool, named_status: str, other_recovering: bool):
-    """The table of reconciliation.md for a partition-aware framework (None: no answer)."""
+    """The master's table (Master.reconcile_answer) for a partition-aware framework (None: no
+    answer)."""
     if known:
         return "TASK_RUNNING"
     if named:
@@ -410,8 +317,9 @@ more_ops = st.lists(
 def recounted_use(cluster, agent) -> Resources:
     """What an agent's live tasks and offers hold, counted from scratch."""
     used = Resources()
-    for key in set(cluster.master_tasks) | set(cluster.agent_tasks):
-        task = cluster.agent_tasks.get(key) or cluster.master_tasks[key]
+    unreachable = cluster.master.unreachable
+    for key in set(cluster.master_tasks) | set(cluster.agent_tasks) | set(unreachable):
+        task = cluster.agent_tasks.get(key) or cluster.master_tasks.get(key) or unreachable[key]
         if task.agent_id == agent.id and not is_terminal(task.state):
             used = used + task.resources
     for offer in cluster.offers.values():
@@ -421,14 +329,17 @@ def recounted_use(cluster, agent) -> Resources:
 
 
 def assert_indexes_true(cluster) -> None:
-    for table in (cluster.master_tasks, cluster.agent_tasks):
+    for table in (cluster.master_tasks, cluster.agent_tasks, cluster.master.unreachable):
         assert table.states == Counter(t.state for t in table.values())
         for agent_id in cluster.agents:
             on = {k for k, t in table.items() if t.agent_id == agent_id}
             assert set(table.on_agent(agent_id)) == on
         for fid in cluster.frameworks:
             assert set(table.of_framework(fid)) == {k for k in table if k[0] == fid}
-    assert set(cluster.census.keys) == set(cluster.master_tasks) | set(cluster.agent_tasks)
+    unreachable = cluster.master.unreachable
+    known = set(cluster.master_tasks) | set(cluster.agent_tasks) | set(unreachable)
+    assert set(cluster.census.keys) == known
+    assert not set(unreachable) & set(cluster.master_tasks)
     for agent in cluster.agents.values():
         assert cluster.allocator.used(agent) == recounted_use(cluster, agent), agent.id
 

@@ -135,24 +135,64 @@ def test_not_post_is_405(sim):
 def test_subscribe_errors_are_answered_before_any_stream(sim):
     body = subscribe_body(PA_FRAMEWORK)
     assert call(sim.address, body, content_type="text/plain")[0] == 415
-    assert call(sim.address, body, content_type=None)[0] == 415
     assert call(sim.address, b"")[0] == 400
     assert call(sim.address, b'{"type": "SUBSCRIBE", ')[0] == 400
-    # A media type with parameters is still JSON.
-    stream = EventStream(sim.address, body)
+
+
+# Each row of "HTTP edges": what a real master answers (src/master/http.cpp, `scheduler`).
+
+
+def test_no_content_type_is_400_expecting_it(sim, session):
+    body = {"type": "REVIVE", "framework_id": {"value": session.framework_id}}
+    for request in (subscribe_body(PA_FRAMEWORK), body):
+        status, text = call(sim.address, request, content_type=None, stream_id=None)
+        assert (status, text) == (400, "Expecting 'Content-Type' to be present")
+
+
+def test_a_content_type_with_parameters_is_415_the_comparison_is_exact(sim, session):
+    body = {"type": "REVIVE", "framework_id": {"value": session.framework_id}}
+    for content_type in ("application/json; charset=utf-8", "Application/JSON", "text/json"):
+        status, text = call(sim.address, body, content_type=content_type, stream_id=None)
+        assert status == 415, (content_type, status, text)
+        assert text == "Expecting 'Content-Type' of application/json or application/x-protobuf"
+    assert session.post("REVIVE") == 202  # exactly application/json
+
+
+@pytest.mark.parametrize(
+    ("accept", "status"),
+    [
+        ("text/html", 406),
+        ("application/json;q=0", 406),
+        ("text/*, application/xml", 406),
+        ("application/x-protobuf", 406),  # Mesos would stream protobuf; this master cannot
+        ("application/*", 200),
+        ("*/*", 200),
+        ("text/html, application/json;q=0.5", 200),
+    ],
+)
+def test_subscribe_answers_406_unless_accept_allows_json(sim, accept, status):
+    stream = EventStream(sim.address, subscribe_body(PA_FRAMEWORK), accept=accept)
     try:
-        assert stream.status == 200
-        fid = stream.next(skip=())["subscribed"]["framework_id"]
-        revive = {"type": "REVIVE", "framework_id": fid}
-        status, _ = call(
-            sim.address,
-            revive,
-            stream_id=stream.stream_id,
-            content_type="application/json; charset=utf-8",
-        )
-        assert status == 202
+        assert stream.status == status, stream.body
+        if status == 406 and accept != "application/x-protobuf":
+            assert stream.body == (
+                "Expecting 'Accept' to allow 'application/x-protobuf' or 'application/json'"
+            )
     finally:
         stream.close()
+
+
+def test_a_recovering_master_answers_503():
+    faults = [{"kind": "master_failover", "after": 5, "down_for": 5, "recover_for": 50}]
+    with BackgroundSim(SimConfig(agents=1), time_scale=SCALE, faults=faults) as sim:
+        wait_until(lambda: not _version_ok(sim.address), what="master down")
+        wait_until(lambda: _version_ok(sim.address), what="master back")
+        status, text = call(sim.address, subscribe_body(PA_FRAMEWORK))
+        assert (status, text) == (503, "Master has not finished recovery")
+        status, text = call(sim.address, None, method="GET", content_type=None)
+        assert status == 503  # before the method is looked at, as Mesos does
+        revive = {"type": "REVIVE", "framework_id": {"value": "nobody"}}
+        wait_until(lambda: call(sim.address, revive)[0] == 400, timeout=5, what="recovered")
 
 
 def test_bad_content_type_is_415(sim, session):

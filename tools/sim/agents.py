@@ -184,53 +184,51 @@ class Fleet:
         task.backoff = min(task.backoff * 2, k.config.update_retry_max)
         if not self.connected(self.agents[task.agent_id]):
             return
-        self.master.learn(task)
-        self.master.deliver(task.framework_id, task.queue[0])
+        task.forwarded_state = task.queue[0]["state"]
+        self.master.forward(task)
 
     # ------------------------------------------------------------------- agents' standing
 
     def mark_unreachable(self, agent: Agent) -> None:
-        """The master's health checks of the agent failed: its tasks are unreachable (or,
-        for frameworks that are not partition-aware, lost)."""
+        """The master's health checks of the agent failed: its tasks become unreachable
+        (TASK_UNREACHABLE, or TASK_LOST for frameworks that are not partition-aware, both
+        with the time), kept apart from the tasks reconciliation answers from; then every
+        connected framework hears of the agent's loss (a FAILURE event)."""
         master = self.master
         if agent.status != REGISTERED or agent.link_up or not master.up:
             return
         agent.status = UNREACHABLE
         agent.unreachable_time = self.k.timestamp()
+        agent.pending_kills.clear()  # the master forgets the agent's record with them
         self.allocator.drop(None, agent_id=agent.id)
         for task in master.tasks_on(agent):
             fw = master.frameworks[task.framework_id]
-            message = f"Agent {agent.id} is unreachable"
-            if fw.partition_aware:
-                master.tasks.set_state(task, "TASK_UNREACHABLE")
-                task.unreachable_time = agent.unreachable_time
-                master.master_update(
-                    fw.id,
-                    task.task_id,
-                    "TASK_UNREACHABLE",
-                    "REASON_AGENT_REMOVED",
-                    message,
-                    agent_id=agent.id,
-                    unreachable_time=agent.unreachable_time,
-                )
-            else:
-                master.tasks.pop(task.key)
-                master.master_update(
-                    fw.id,
-                    task.task_id,
-                    "TASK_LOST",
-                    "REASON_AGENT_REMOVED",
-                    message,
-                    agent_id=agent.id,
-                )
+            state = "TASK_UNREACHABLE" if fw.partition_aware else "TASK_LOST"
+            master.tasks.pop(task.key)
+            task.state = state
+            task.unreachable_time = agent.unreachable_time
+            master.unreachable.add(task)
+            master.master_update(
+                fw.id,
+                task.task_id,
+                state,
+                "REASON_AGENT_REMOVED",
+                "health check timed out",
+                agent_id=agent.id,
+                unreachable_time=agent.unreachable_time,
+            )
         master.notify_agent_lost(agent)
 
     def reregister(self, agent: Agent) -> None:
-        """The agent (re-)registers: the master learns its tasks, its updates flow again."""
+        """The agent (re-)registers: the master learns its tasks, its updates flow again.
+        An agent the master had marked unreachable (not one recovering from a failover):
+        each of its tasks' newest state goes to the task's framework, whatever its kind."""
         master = self.master
         was = agent.status
         agent.status = REGISTERED
         agent.unreachable_time = None
+        for key in list(master.unreachable.on_agent(agent.id)):
+            master.unreachable.pop(key)
         tasks = self.tasks_on(agent)
         for task in tasks:
             master.learn(task)
@@ -240,13 +238,59 @@ class Fleet:
                     task.task_id,
                     task.state,
                     "REASON_AGENT_REREGISTERED",
-                    f"Agent {agent.id} re-registered",
+                    "Unreachable agent re-reregistered",  # sic, Mesos's own words
                     agent_id=agent.id,
                 )
         for task in tasks:
             if task.queue:
                 self.forward_head(task)
         self.allocator.allocate()
+
+    def reconnect(self, agent: Agent) -> None:
+        """A registered agent whose link healed before the master marked it unreachable:
+        the master sends the KILLs it held back, its updates flow again."""
+        for task in self.tasks_on(agent):
+            if task.queue:
+                self.forward_head(task)
+        kills, agent.pending_kills = agent.pending_kills, []
+        for key in kills:
+            fw = self.master.frameworks.get(key[0])
+            task = self.tasks.get(key)
+            alive = task is not None and not protocol.is_terminal(task.state)
+            if fw is not None and not fw.removed and (alive or key in self.lost_launches):
+                self.kill(fw, key[1], agent)
+
+    def remove(self, agent: Agent) -> None:
+        """The operator removes the agent (Mesos's 'mark gone'). A registered agent's tasks
+        are gone (TASK_GONE_BY_OPERATOR, or TASK_LOST for frameworks that are not
+        partition-aware) and frameworks hear of its loss; an unreachable agent's
+        unreachable tasks get the same updates, without a FAILURE; an agent still
+        recovering from a failover, of which the master knows no task, gets nothing."""
+        master = self.master
+        was = agent.status
+        agent.status = REMOVED
+        agent.link_up = False
+        agent.pending_kills.clear()
+        self.allocator.drop(None, agent_id=agent.id)
+        table = master.unreachable if was == UNREACHABLE else master.tasks
+        for task in table.sorted_on_agent(agent.id):
+            fw = master.frameworks[task.framework_id]
+            table.pop(task.key)
+            pa = fw.partition_aware
+            master.master_update(
+                fw.id,
+                task.task_id,
+                "TASK_GONE_BY_OPERATOR" if pa else "TASK_LOST",
+                "REASON_AGENT_REMOVED_BY_OPERATOR" if pa else "REASON_AGENT_REMOVED",
+                "Agent has been marked gone",
+                agent_id=agent.id,
+            )
+        for task in self.tasks_on(agent):
+            self.tasks.pop(task.key)
+        for key in [k for k, a in self.lost_launches.items() if a == agent.id]:
+            del self.lost_launches[key]
+        if was == REGISTERED:
+            master.notify_agent_lost(agent)
 
     # ------------------------------------------------------------------------------ timers
 
@@ -305,9 +349,12 @@ class Fleet:
             self.reregister(agent)
 
     def t_reregister_timeout(self, epoch: int) -> None:
+        """Agents that did not re-register within the timeout after a failover are marked
+        unreachable (the master knows none of their tasks) and frameworks hear of each."""
         if epoch != self.master.epoch:
             return
         for agent in self.agents.values():
             if agent.status == RECOVERED:
                 agent.status = UNREACHABLE
                 agent.unreachable_time = self.k.timestamp()
+                self.master.notify_agent_lost(agent)

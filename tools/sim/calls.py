@@ -65,9 +65,47 @@ class Subscribe:
     info: dict
 
 
-def subscribe(body: dict, stream_id_header: str | None) -> Subscribe:
+JSON = "application/json"
+PROTOBUF = "application/x-protobuf"
+
+
+def accepts(accept: str | None, media_type: str) -> bool:
+    """Whether an Accept header allows `media_type`, as libprocess decides it: no header
+    allows everything; else `type/subtype`, then `type/*`, then `*/*` is looked for among
+    the header's entries (spaces ignored, names compared without case), and the first that
+    matches decides: allowed unless its q is a number <= 0."""
+    if accept is None:
+        return True
+    entries = [e.split(";") for e in "".join(accept.split()).split(",") if e]
+    kind = media_type.split("/")[0]
+    for candidate in (media_type, f"{kind}/*", "*/*"):
+        for name, *params in entries:
+            if name.lower() != candidate:
+                continue
+            q = [p[2:] for p in params if p.startswith("q=")]
+            if len(q) != 1:
+                return True
+            try:
+                return float(q[0]) > 0
+            except ValueError:
+                return False
+    return False
+
+
+def subscribe(body: dict, stream_id_header: str | None, accept: str | None = None) -> Subscribe:
+    """A SUBSCRIBE's checks in Mesos's order: the call itself (400), its Accept header
+    (406: this master streams JSON only), then the Mesos-Stream-Id header (400)."""
+    sub = _subscribe_body(body)
+    if not accepts(accept, JSON):
+        if accepts(accept, PROTOBUF):
+            raise CallError(406, f"This simulated master streams {JSON} only, not {PROTOBUF}")
+        raise CallError(406, f"Expecting 'Accept' to allow '{PROTOBUF}' or '{JSON}'")
     if stream_id_header is not None:
         raise bad("Subscribe calls should not include the 'Mesos-Stream-Id' header")
+    return sub
+
+
+def _subscribe_body(body: dict) -> Subscribe:
     info = payload(body, "subscribe").get("framework_info")
     if not isinstance(info, dict):
         raise bad("Expecting 'subscribe.framework_info' to be present")

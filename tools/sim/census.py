@@ -4,7 +4,8 @@ view or the agents' truth) in the order it was first heard of.
 
 A task holds resources while it is live: the agent's record decides when the agent has one
 (a task the agent reports terminal frees its resources at once, acknowledged or not), the
-master's record otherwise (a launch the agent never received still holds its offer's share).
+master's record otherwise (a launch the agent never received still holds its offer's share),
+be it among the tasks it answers for or among those on unreachable agents.
 """
 
 from __future__ import annotations
@@ -25,13 +26,21 @@ class Census:
     def __init__(self) -> None:
         self.agent_tasks: Mapping[TaskKey, Any] = {}
         self.master_tasks: Mapping[TaskKey, Any] = {}
+        self.unreachable_tasks: Mapping[TaskKey, Any] = {}
         # Every key either table holds; a dict keeps the order keys were first added.
         self.keys: dict[TaskKey, None] = {}
         self._held: dict[TaskKey, tuple[str, Resources]] = {}  # live task -> (agent, what)
         self._used: dict[str, Resources] = {}  # agent id -> what its live tasks hold
 
-    def watch(self, *, agent_tasks: Mapping[TaskKey, Any], master_tasks: Mapping) -> None:
+    def watch(
+        self,
+        *,
+        agent_tasks: Mapping[TaskKey, Any],
+        master_tasks: Mapping[TaskKey, Any],
+        unreachable_tasks: Mapping[TaskKey, Any],
+    ) -> None:
         self.agent_tasks, self.master_tasks = agent_tasks, master_tasks
+        self.unreachable_tasks = unreachable_tasks
 
     def used(self, agent_id: str) -> Resources:
         """What the agent's live tasks hold."""
@@ -41,6 +50,8 @@ class Census:
         task = self.agent_tasks.get(key)
         if task is None:
             task = self.master_tasks.get(key)
+        if task is None:
+            task = self.unreachable_tasks.get(key)
         if task is None:
             self.keys.pop(key, None)
         elif key not in self.keys:

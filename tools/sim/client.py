@@ -92,7 +92,7 @@ class EventStream:
     After construction: `status`, `headers` (lower-case names), and for a non-200 answer
     `body`. Events arrive on a reader thread; take them with `next()` / `wait_for()`.
     `raw` keeps every byte of the response body as received (chunk framing included), unless
-    `keep_raw` is False.
+    `keep_raw` is False. `accept` is the Accept header (None: no header).
     """
 
     def __init__(
@@ -103,6 +103,7 @@ class EventStream:
         extra_headers: dict[str, str] | None = None,
         timeout: float = 10.0,
         keep_raw: bool = True,
+        accept: str | None = "application/json",
     ) -> None:
         host, port = address.rsplit(":", 1)
         self._keep_raw = keep_raw
@@ -112,10 +113,11 @@ class EventStream:
             "POST /api/v1/scheduler HTTP/1.1",
             f"Host: {address}",
             "Content-Type: application/json",
-            "Accept: application/json",
             "Connection: close",
             f"Content-Length: {len(data)}",
         ]
+        if accept is not None:
+            head.append(f"Accept: {accept}")
         head += [f"{k}: {v}" for k, v in (extra_headers or {}).items()]
         self._sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + data)
         # Bytes received and not yet read start at _pos: reading advances _pos instead of

@@ -75,7 +75,11 @@ class Cluster:
         self.census = census = Census()
         self.master = master = Master(kernel, census.changed)
         self.fleet = fleet = Fleet(kernel, master.id, census.changed)
-        census.watch(agent_tasks=fleet.tasks, master_tasks=master.tasks)
+        census.watch(
+            agent_tasks=fleet.tasks,
+            master_tasks=master.tasks,
+            unreachable_tasks=master.unreachable,
+        )
         self.allocator = allocator = Allocator(kernel, census)
         master.fleet, master.allocator = fleet, allocator
         fleet.master, fleet.allocator = master, allocator
@@ -109,10 +113,13 @@ class Cluster:
         self.kernel.begin(now)
         return self.kernel.take()
 
-    def subscribe(self, body: dict, stream_id_header: str | None, now: float) -> Reply:
-        """A SUBSCRIBE call. Status 200 opens a stream whose id the reply carries."""
+    def subscribe(
+        self, body: dict, stream_id_header: str | None, now: float, *, accept: str | None = None
+    ) -> Reply:
+        """A SUBSCRIBE call (`accept`: its Accept header, None if it has none). Status 200
+        opens a stream whose id the reply carries."""
         self.kernel.begin(now)
-        reply = self.master.subscribe(body, stream_id_header)
+        reply = self.master.subscribe(body, stream_id_header, accept)
         reply.effects = self.kernel.take()
         return reply
 
@@ -120,6 +127,15 @@ class Cluster:
         """Any call but SUBSCRIBE. 202 on success; 400/403 (or an injected status) if not."""
         self.kernel.begin(now)
         reply = self.master.call(body, stream_id_header)
+        reply.effects = self.kernel.take()
+        return reply
+
+    def availability(self, now: float) -> Reply:
+        """Whether the master answers requests now: 200, or the 503 every request gets (no
+        leader, or the new one still recovering). The transport asks before it looks at a
+        request at all, as Mesos does."""
+        self.kernel.begin(now)
+        reply = self.master.unavailable() or Reply(200)
         reply.effects = self.kernel.take()
         return reply
 

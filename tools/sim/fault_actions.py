@@ -123,25 +123,26 @@ class FaultInjector:
         reregister_after: float,
         never_return: list,
         agent_reregister_timeout: float,
+        recover_for: float,
     ) -> None:
         master = self.master
         if not master.up:
             raise InvalidFault("master_failover: the master is already down")
-        master.fail_over(down_for)
+        master.fail_over(down_for, recover_for)
         assert master.down_until is not None
+        ready = master.down_until + recover_for  # agents register once it has recovered
         gone = {self._agent_ref(ref).id for ref in never_return}
         epoch = master.epoch
         for agent in self.fleet.agents.values():
+            agent.pending_kills.clear()
             if agent.status == REGISTERED:
                 agent.status = RECOVERED
             if agent.id in gone:
                 agent.link_up = False
                 agent.link_gen += 1
             elif agent.status == RECOVERED:
-                self.k.schedule(
-                    master.down_until + reregister_after, "agent_reregister", agent.id, epoch
-                )
-        self.k.schedule(master.down_until + agent_reregister_timeout, "reregister_timeout", epoch)
+                self.k.schedule(ready + reregister_after, "agent_reregister", agent.id, epoch)
+        self.k.schedule(ready + agent_reregister_timeout, "reregister_timeout", epoch)
 
     def _agent_partition(self, agent_id: str | int, detect_after: float) -> None:
         agent = self._agent_ref(agent_id)
@@ -165,39 +166,18 @@ class FaultInjector:
             if agent.status in (RECOVERED, UNREACHABLE) and master.down_until is not None:
                 # Back before the new master is up: it re-registers as soon as one is (also
                 # an agent the old master had marked unreachable: it keeps trying).
-                self.k.schedule(master.down_until, "agent_reregister", agent.id, master.epoch)
+                ready = master.recovering_until or master.down_until
+                self.k.schedule(ready, "agent_reregister", agent.id, master.epoch)
             return
         if agent.status in (UNREACHABLE, RECOVERED):
             self.fleet.reregister(agent)
         else:
-            for task in self.fleet.tasks_on(agent):
-                if task.queue:
-                    self.fleet.forward_head(task)
+            self.fleet.reconnect(agent)
 
     def _agent_remove(self, agent_id: str | int) -> None:
         agent = self._agent_ref(agent_id)
-        if agent.status == REMOVED:
-            return
-        master, fleet = self.master, self.fleet
-        agent.status = REMOVED
-        agent.link_up = False
-        self.allocator.drop(None, agent_id=agent.id)
-        for task in master.tasks_on(agent):
-            fw = master.frameworks[task.framework_id]
-            master.tasks.pop(task.key)
-            master.master_update(
-                fw.id,
-                task.task_id,
-                "TASK_GONE_BY_OPERATOR" if fw.partition_aware else "TASK_LOST",
-                "REASON_AGENT_REMOVED_BY_OPERATOR",
-                f"Agent {agent.id} was removed by the operator",
-                agent_id=agent.id,
-            )
-        for task in fleet.tasks_on(agent):
-            fleet.tasks.pop(task.key)
-        for key in [k for k, a in fleet.lost_launches.items() if a == agent.id]:
-            del fleet.lost_launches[key]
-        master.notify_agent_lost(agent)
+        if agent.status != REMOVED:
+            self.fleet.remove(agent)
 
     def _rogue_task(
         self, agent_id: str | int | None, framework_id: str | None, task_id: str | None

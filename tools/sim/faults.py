@@ -32,6 +32,7 @@ ACTIONS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "reregister_after": (_NUM, 10.0),
         "never_return": ((list,), []),
         "agent_reregister_timeout": (_NUM, 600.0),
+        "recover_for": (_NUM, 0.0),
     },
     "agent_partition": {"agent_id": (AgentRef, REQUIRED), "detect_after": (_NUM, 0.0)},
     "agent_heal": {"agent_id": (AgentRef, REQUIRED)},

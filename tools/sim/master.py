@@ -1,6 +1,11 @@
 """The simulated master: frameworks and their streams, the scheduler calls, the master's view
 of every task, reconciliation answers, and the delivery of status updates to frameworks.
 
+It answers as a Mesos master does (src/master/master.cpp): reconciliation from the tasks it
+tracks, with the state of the last update it forwarded; tasks on unreachable agents kept
+apart and answered only by what the agent's status says; a KILL of a task it does not track
+answered as a reconciliation of that task.
+
 Pure like the rest of the model: each entry point runs between the `Kernel.begin(now)` and
 `take()` that `Cluster` brackets it with, and writes its effects to the kernel's `out`.
 """
@@ -34,6 +39,17 @@ if TYPE_CHECKING:
     from tools.sim.agents import Fleet
     from tools.sim.allocator import Allocator
 
+# The answer to an explicit reconciliation of a task the master does not know, by the status
+# of the agent the framework names (None: no agent, or one the master never heard of): the
+# state for a partition-aware framework (TASK_LOST for the others), the message, and whether
+# the answer carries the moment the agent was marked unreachable (for both kinds).
+UNKNOWN_TASK_ANSWERS: dict[str | None, tuple[str, str, bool]] = {
+    REGISTERED: ("TASK_GONE", "Reconciliation: Task is unknown to the agent", False),
+    UNREACHABLE: ("TASK_UNREACHABLE", "Reconciliation: Task is unreachable", True),
+    REMOVED: ("TASK_GONE_BY_OPERATOR", "Reconciliation: Task is gone", False),
+    None: ("TASK_UNKNOWN", "Reconciliation: Task is unknown", False),
+}
+
 
 class Master:
     """The leading master: what it knows of frameworks, streams and tasks."""
@@ -50,6 +66,10 @@ class Master:
         self.frameworks: dict[str, Framework] = {}
         self.streams: dict[str, Stream] = {}
         self.tasks: TaskTable[MasterTask] = TaskTable(on_change)
+        # Tasks on agents marked unreachable, of every framework: kept apart, as Mesos keeps
+        # a framework's unreachable tasks, so that no reconciliation answers from them.
+        self.unreachable: TaskTable[MasterTask] = TaskTable(on_change)
+        self.recovering_until: float | None = None  # calls get 503 until then
         self.completed: deque[dict] = deque(maxlen=1000)
         # Every update the framework acknowledged (task, uuid, state), for tests that check
         # that nothing acknowledged is missing from the scheduler's log.
@@ -77,13 +97,24 @@ class Master:
 
     # ------------------------------------------------------------------------ subscribing
 
-    def subscribe(self, body: dict, stream_id_header: str | None) -> Reply:
-        """A SUBSCRIBE call. Status 200 opens a stream whose id the reply carries."""
-        k = self.k
+    def unavailable(self) -> Reply | None:
+        """The 503 a master answers every request with while there is none to answer them
+        (no leader) or while the new leader still recovers; None once it can answer."""
         if not self.up:
-            return Reply(503, "No leading master")
+            return Reply(503, "No leader elected")
+        if self.recovering_until is not None and self.k.clock < self.recovering_until:
+            return Reply(503, "Master has not finished recovery")
+        return None
+
+    def subscribe(self, body: dict, stream_id_header: str | None, accept: str | None) -> Reply:
+        """A SUBSCRIBE call (`accept`: its Accept header). Status 200 opens a stream whose
+        id the reply carries."""
+        k = self.k
+        busy = self.unavailable()
+        if busy is not None:
+            return busy
         try:
-            sub = calls.subscribe(body, stream_id_header)
+            sub = calls.subscribe(body, stream_id_header, accept)
         except calls.CallError as err:
             return Reply(err.status, err.message)
         failed = k.rules.fire("fail_calls", call="SUBSCRIBE")
@@ -143,8 +174,9 @@ class Master:
 
     def call(self, body: object, stream_id_header: str | None) -> Reply:
         """Any call but SUBSCRIBE. 202 on success; 400/403 (or an injected status) if not."""
-        if not self.up:
-            return Reply(503, "No leading master")
+        busy = self.unavailable()
+        if busy is not None:
+            return busy
         try:
             typ = calls.call_type(body)
             assert isinstance(body, dict)
@@ -297,14 +329,20 @@ class Master:
     def _on_kill(self, fw: Framework, ref: calls.TaskRef) -> None:
         known = self.tasks.get((fw.id, ref.task_id))
         if known is None:
-            # Mesos answers a kill of a task it does not know as a reconciliation would.
+            # Mesos answers a kill of a task it does not know (a task on an unreachable agent
+            # included) as an explicit reconciliation of that task.
             answer = self.reconcile_answer(fw.id, ref.task_id, ref.agent_id)
             if answer is not None:
                 self.send(fw.id, protocol.update(answer))
             return
+        if ref.agent_id is not None and ref.agent_id != known.agent_id:
+            return  # the task runs on another agent: Mesos ignores the kill
         agent = self.fleet.agents[known.agent_id]
         if not self.fleet.connected(agent):
-            return  # the kill cannot reach the agent; the master does not retry it
+            # Disconnected but not yet unreachable: the kill is sent when the agent is back.
+            if known.key not in agent.pending_kills:
+                agent.pending_kills.append(known.key)
+            return
         self.fleet.kill(fw, ref.task_id, agent)
 
     def _on_reconcile(self, fw: Framework, refs: list[calls.TaskRef]) -> None:
@@ -330,11 +368,13 @@ class Master:
     ) -> dict | None:
         """The master's answer to an explicit reconciliation of one task (None: no answer).
 
-        1 known task: its latest state. 2 unknown, and its agent (or, with no agent named, any
-        agent) not re-registered since a failover: no answer. 3 named agent registered:
-        TASK_GONE. 4 unreachable: TASK_UNREACHABLE. 5 removed by the operator:
-        TASK_GONE_BY_OPERATOR. 6 otherwise TASK_UNKNOWN. Cases 3-6 are TASK_LOST for
-        frameworks without PARTITION_AWARE.
+        1 known task: the state of the last update the master forwarded for it (its state,
+        if none yet). 2 unknown, and its agent (or, with no agent named, any agent) not
+        re-registered since a failover: no answer. 3 named agent registered: TASK_GONE. 4
+        named agent unreachable: TASK_UNREACHABLE, with the time it was marked so. 5 named
+        agent removed by the operator: TASK_GONE_BY_OPERATOR. 6 otherwise TASK_UNKNOWN.
+        Cases 3-6 are TASK_LOST for frameworks without PARTITION_AWARE. A task on an
+        unreachable agent is unknown to the master (case 4 or 6, by the agent named).
         """
         recovering = agent_id is None and self._any_recovering()
         return self._answer(framework_id, task_id, agent_id, recovering)
@@ -357,36 +397,30 @@ class Master:
                 return None
         elif recovering:
             return None
-        status = agent.status if agent is not None else None
-        state, unreachable = {
-            REGISTERED: ("TASK_GONE", None),
-            UNREACHABLE: ("TASK_UNREACHABLE", agent.unreachable_time if agent else None),
-            REMOVED: ("TASK_GONE_BY_OPERATOR", None),
-        }.get(status, ("TASK_UNKNOWN", None))  # type: ignore[arg-type]
+        state, message, timed = UNKNOWN_TASK_ANSWERS[agent.status if agent else None]
         fw = self.frameworks.get(framework_id)
         if fw is None or not fw.partition_aware:
-            state, unreachable = "TASK_LOST", None
+            state = "TASK_LOST"
         return protocol.task_status(
             task_id,
             state,
             source="SOURCE_MASTER",
             reason="REASON_RECONCILIATION",
-            message="Reconciliation: task is unknown to the master",
+            message=message,
             agent_id=agent_id,
             timestamp=self.k.timestamp(),
-            unreachable_time=unreachable,
+            unreachable_time=agent.unreachable_time if timed and agent else None,
         )
 
     def _known_answer(self, task: MasterTask) -> dict:
         return protocol.task_status(
             task.task_id,
-            task.state,
+            task.answer_state,
             source="SOURCE_MASTER",
             reason="REASON_RECONCILIATION",
             message="Reconciliation: Latest task state",
             agent_id=task.agent_id,
             timestamp=self.k.timestamp(),
-            unreachable_time=task.unreachable_time,
         )
 
     # -------------------------------------------------------------- updates and delivery
@@ -426,6 +460,18 @@ class Master:
         )
         self.send(framework_id, protocol.update(status))
 
+    def forward(self, task: AgentTask) -> None:
+        """The agent forwards the head of a task's update stream: the master learns the
+        task's newest state and forwards the update to the framework if it is connected
+        (which makes the update's state the task's status_update_state)."""
+        self.learn(task)
+        status = task.queue[0]
+        fw = self.frameworks.get(task.framework_id)
+        known = self.tasks.get(task.key)
+        if known is not None and fw is not None and fw.stream_id is not None:
+            known.status_update_state = status["state"]
+        self.deliver(task.framework_id, status)
+
     def deliver(self, framework_id: str, status: dict) -> None:
         """An agent update on its way to the framework, where the update faults strike."""
         rules = self.k.rules
@@ -457,20 +503,26 @@ class Master:
             self.send(framework_id, event)
 
     def learn(self, task: AgentTask) -> None:
-        """The master learns the agent's latest state of a task."""
+        """The master learns the agent's latest state of a task (from an update, or from
+        the agent's re-registration, which also says the state it last forwarded)."""
         fw = self.frameworks.get(task.framework_id)
         if fw is None or fw.removed:
             return
         known = self.tasks.get(task.key)
         if known is None:
+            self.unreachable.pop(task.key)
             self.tasks.add(
                 MasterTask(
-                    task.framework_id, task.task_id, task.agent_id, task.resources, task.state
+                    task.framework_id,
+                    task.task_id,
+                    task.agent_id,
+                    task.resources,
+                    task.state,
+                    status_update_state=task.forwarded_state,
                 )
             )
         else:
             self.tasks.set_state(known, task.state)
-            known.unreachable_time = None
 
     def forget(self, task: AgentTask) -> None:
         """A terminal update was acknowledged: the task (gone from its agent) leaves the
@@ -534,9 +586,10 @@ class Master:
         self.down_until = None
         self.k.out.append(ListenerUp())
 
-    def fail_over(self, down_for: float) -> None:
+    def fail_over(self, down_for: float, recover_for: float) -> None:
         """The leading master dies: every stream is cut, and the next master, elected
-        `down_for` later, knows frameworks and agents (the registry) but no task."""
+        `down_for` later, knows frameworks and agents (the registry) but no task; it answers
+        503 for `recover_for` more seconds while it recovers."""
         k = self.k
         for sid in sorted(self.streams):
             k.out.append(CloseStream(sid, abort=True))
@@ -550,7 +603,9 @@ class Master:
         self.epoch += 1
         self.id = k.uuid()
         self.tasks.clear()
+        self.unreachable.clear()
         self.allocator.clear()
         self._held = None
         self.down_until = k.clock + down_for
+        self.recovering_until = self.down_until + recover_for if recover_for > 0 else None
         k.schedule(self.down_until, "master_up", self.epoch)

@@ -5,7 +5,11 @@ Two records of every task are kept apart, as in Mesos:
   update stream (a queue whose head is the one outstanding update, re-sent with backoff);
 - the master's view (`MasterTask`): what the master last learned, which is what
   reconciliation answers from. The master learns only while the agent is connected, and
-  forgets everything on a failover until the agent re-registers.
+  forgets everything on a failover until the agent re-registers. A task's record carries
+  two states, as Mesos's does: `state`, the agent's newest (each update from the agent
+  carries it), and `status_update_state`, the state of the last update the master
+  forwarded to the framework, which reconciliation answers so that an answer never runs
+  ahead of the task's update stream.
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ class Agent:
     link_up: bool = True  # the network between this agent and the master
     unreachable_time: float | None = None
     link_gen: int = 0  # disarms a pending partition detection when the link heals
+    # KILLs of its tasks the master could not send while the agent was disconnected (not
+    # yet marked unreachable): sent when it comes back, forgotten if it is marked unreachable.
+    pending_kills: list[TaskKey] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -82,6 +89,9 @@ class AgentTask:
     step_gen: int = 0
     killing: bool = False
     rogue: bool = False
+    # The state of the last update the agent forwarded to the master: what it reports as
+    # the task's status_update_state when it re-registers.
+    forwarded_state: str | None = None
 
     @property
     def key(self) -> TaskKey:
@@ -97,7 +107,13 @@ class MasterTask:
     agent_id: str
     resources: Resources
     state: str
+    status_update_state: str | None = None
     unreachable_time: float | None = None
+
+    @property
+    def answer_state(self) -> str:
+        """What reconciliation answers: the last forwarded update's state, else `state`."""
+        return self.status_update_state or self.state
 
     @property
     def key(self) -> TaskKey:

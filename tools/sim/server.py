@@ -26,7 +26,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from tools.sim import recordio
+from tools.sim import calls, recordio
 from tools.sim.cluster import Cluster
 from tools.sim.config import SimConfig
 from tools.sim.effects import CloseStream, Effect, Emit, ListenerDown, ListenerUp, Reply
@@ -220,13 +220,23 @@ class SimServer:
         return web.json_response({"injected": [f.to_json() for f in faults]})
 
     async def _scheduler(self, request: web.Request) -> web.StreamResponse:
+        """Mesos's order of checks (src/master/http.cpp, `scheduler`): a master that cannot
+        answer (503), the method (405), the Content-Type, compared exactly (400 without
+        one, 415 for any other), the body (400); then the model's own checks."""
         assert self.cluster is not None
+        ready = self.cluster.availability(self.now())
+        self._dispatch(ready.effects)
+        if ready.status != 200:
+            return _plain(ready.status, ready.message)
         if request.method != "POST":
             return _plain(405, f"Expecting 'POST', received '{request.method}'", allow="POST")
-        if request.content_type != "application/json":
-            return _plain(
-                415, f"Unsupported 'Content-Type': {request.content_type!r} (expecting JSON)"
-            )
+        content_type = request.headers.get("Content-Type")
+        if content_type is None:
+            return _plain(400, "Expecting 'Content-Type' to be present")
+        if content_type == calls.PROTOBUF:
+            return _plain(415, f"This simulated master reads {calls.JSON} bodies only")
+        if content_type != calls.JSON:
+            return _plain(415, f"Expecting 'Content-Type' of {calls.JSON} or {calls.PROTOBUF}")
         try:
             body = json.loads(await request.read())
         except (ValueError, UnicodeDecodeError) as err:
@@ -267,7 +277,8 @@ class SimServer:
         self, request: web.Request, body: dict, stream_id: str | None
     ) -> web.StreamResponse:
         assert self.cluster is not None
-        reply: Reply = self.cluster.subscribe(body, stream_id, self.now())
+        accept = request.headers.get("Accept")
+        reply: Reply = self.cluster.subscribe(body, stream_id, self.now(), accept=accept)
         if reply.status != 200 or reply.stream_id is None:
             self._dispatch(reply.effects)
             return _plain(reply.status, reply.message)

@@ -117,6 +117,7 @@ def snapshot(cluster: Cluster, query: StateQuery | None = None) -> dict:
         "task_counts": {
             "total": len(order),
             "master": dict(sorted(master.tasks.states.items())),
+            "unreachable": dict(sorted(master.unreachable.states.items())),
             "agent": dict(sorted(fleet.tasks.states.items())),
             "launch_lost": len(fleet.lost_launches),
         },
@@ -155,13 +156,17 @@ def snapshot(cluster: Cluster, query: StateQuery | None = None) -> dict:
 
 
 def _task(cluster: Cluster, key: TaskKey) -> dict:
-    known = cluster.master.tasks.get(key)
+    """One task as the master (its answers, or its unreachable tasks) and its agent see it."""
+    master = cluster.master
+    known = master.tasks.get(key) or master.unreachable.get(key)
     real = cluster.fleet.tasks.get(key)
     return {
         "framework_id": key[0],
         "task_id": key[1],
         "agent_id": (known or real).agent_id,  # type: ignore[union-attr]
         "master_state": known.state if known else None,
+        "status_update_state": known.status_update_state if known else None,
+        "unreachable": key in master.unreachable,
         "agent_state": real.state if real else None,
         "pending_updates": len(real.queue) if real else 0,
         "launch_lost": key in cluster.fleet.lost_launches,
