@@ -66,21 +66,23 @@ class Allocator:
             for _, fw in sorted(master.frameworks.items())
             if fw.stream_id is not None and not fw.removed and not fw.suppressed
         ]
+        clock, never = self.k.clock, float("-inf")
         for agent in self.fleet.agents.values():
             if not active or not self.fleet.connected(agent):
+                continue
+            # The framework it goes to, looked for first: a pass over agents that every
+            # framework refuses (the usual case once they are busy) then costs next to nothing.
+            fw = next((f for f in active if f.filters.get(agent.id, never) <= clock), None)
+            if fw is None:
                 continue
             free = agent.total - self.used(agent)
             if free.is_empty():
                 continue
-            for fw in active:
-                if fw.filters.get(agent.id, float("-inf")) > self.k.clock:
-                    continue
-                oid = f"{master.id}-O{next(self._ids)}"
-                self._add(Offer(oid, fw.id, agent.id, free))
-                batches.setdefault(fw.id, []).append(
-                    protocol.offer(oid, fw.id, agent.id, agent.hostname, free.to_proto())
-                )
-                break
+            oid = f"{master.id}-O{next(self._ids)}"
+            self._add(Offer(oid, fw.id, agent.id, free))
+            batches.setdefault(fw.id, []).append(
+                protocol.offer(oid, fw.id, agent.id, agent.hostname, free.to_proto())
+            )
         for fid, batch in batches.items():
             master.send(fid, protocol.offers(batch))
 
