@@ -1,7 +1,5 @@
-"""`python -m tools.sim`: the same as `taskledger sim`."""
+"""`python -m tools.sim`: the same command as `taskledger sim`."""
 
-import sys
+from tools.sim.cli import sim_command
 
-from tools.sim.cli import main
-
-sys.exit(main())
+sim_command(prog_name="python -m tools.sim")

@@ -1,101 +1,166 @@
-"""`taskledger sim`: run the simulated Mesos master until interrupted."""
+"""`taskledger sim` (also `python -m tools.sim`): run the simulated Mesos master until
+interrupted (SIGINT or SIGTERM stop it cleanly)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import sys
 import time
 
+import click
+
 from tools.sim.config import SimConfig
-from tools.sim.faults import InvalidFault, describe, parse_fault
-from tools.sim.server import SimServer
+from tools.sim.faults import Fault, describe, parse_fault
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="taskledger sim",
-        description="A simulated Mesos master speaking the v1 scheduler HTTP API.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=5050, help="port (0: any free port)")
-    parser.add_argument("--agents", type=int, default=3, help="number of simulated agents")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    parser.add_argument(
-        "--time-scale",
-        type=float,
-        default=1.0,
-        help="simulated seconds per real second (60: a minute passes in a second)",
-    )
-    parser.add_argument("--heartbeat", type=float, default=15.0, help="heartbeat interval (s)")
-    parser.add_argument("--cpus", type=float, default=4.0, help="cpus per agent")
-    parser.add_argument("--mem", type=float, default=8192.0, help="mem (MB) per agent")
-    parser.add_argument(
-        "--fault",
-        action="append",
-        default=[],
-        metavar="JSON",
-        help='a fault to inject, e.g. \'{"kind": "master_failover", "after": 60}\' (repeatable)',
-    )
-    parser.add_argument(
-        "--epoch",
-        type=float,
-        default=None,
-        help="wall-clock seconds at simulated time 0 (default: now), for status timestamps",
-    )
-    parser.add_argument("--list-faults", action="store_true", help="print the fault catalogue")
-    return parser
+class FaultParam(click.ParamType):
+    """A --fault: one fault as a JSON object, checked against the catalogue."""
+
+    name = "JSON"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, Fault):
+            return value
+        try:
+            return parse_fault(json.loads(str(value)))
+        except ValueError as err:  # InvalidFault is a ValueError; so is bad JSON
+            self.fail(f"{value!r}: {err}", param, ctx)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `taskledger sim`; returns the process exit code."""
-    args = build_parser().parse_args(argv)
-    if args.list_faults:
-        print(describe())
-        return 0
-    if args.agents < 1 or args.time_scale <= 0:
-        print("taskledger sim: --agents must be >= 1 and --time-scale > 0", file=sys.stderr)
-        return 2
-    try:
-        faults = [parse_fault(json.loads(text)) for text in args.fault]
-    except (ValueError, InvalidFault) as err:
-        print(f"taskledger sim: bad --fault: {err}", file=sys.stderr)
-        return 2
+def _list_faults(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(describe())
+        ctx.exit(0)
+
+
+@click.command(
+    "sim",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=5050,
+    show_default=True,
+    help="Port to listen on (0: any free port, printed at start).",
+)
+@click.option(
+    "--agents",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Simulated agents.",
+)
+@click.option(
+    "--cpus", type=click.FloatRange(min=0), default=4.0, show_default=True, help="CPUs per agent."
+)
+@click.option(
+    "--mem",
+    type=click.FloatRange(min=0),
+    default=8192.0,
+    show_default=True,
+    help="Memory (MB) per agent.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of every random choice (ids, uuids, probabilistic faults).",
+)
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Simulated seconds per real second (60: a minute passes in a second).",
+)
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0, min_open=True),
+    default=15.0,
+    show_default=True,
+    help="Heartbeat interval (simulated seconds).",
+)
+@click.option(
+    "--fault",
+    "faults",
+    type=FaultParam(),
+    multiple=True,
+    help='A fault to inject, e.g. \'{"kind": "master_failover", "after": 60}\' (repeatable; '
+    "see --list-faults).",
+)
+@click.option(
+    "--epoch",
+    type=float,
+    default=None,
+    help="Wall-clock seconds at simulated time 0 (default: now), for status timestamps.",
+)
+@click.option(
+    "--list-faults",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_list_faults,
+    help="Print every fault with its parameters and what it does, then exit.",
+)
+def sim_command(
+    host: str,
+    port: int,
+    agents: int,
+    cpus: float,
+    mem: float,
+    seed: int,
+    time_scale: float,
+    heartbeat: float,
+    faults: tuple[Fault, ...],
+    epoch: float | None,
+) -> None:
+    """Run the simulated Mesos master: the v1 scheduler HTTP API (JSON) for pymesos and
+    any other scheduler, a cluster of simulated agents, and faults on demand.
+
+    Endpoints: POST /api/v1/scheduler (every call), GET /state (counts=1, offset, limit,
+    task_id, acknowledged=0), POST /admin/fault (a fault, or a list), GET /version.
+    """
+    # One line per refused or unparsable request, on stderr (see server.py).
+    logging.basicConfig(level=logging.WARNING, format="taskledger sim: %(message)s")
     config = SimConfig(
-        agents=args.agents,
-        seed=args.seed,
-        ip=args.host if args.host[:1].isdigit() else "127.0.0.1",
-        hostname=args.host,
-        heartbeat_interval=args.heartbeat,
-        agent_cpus=args.cpus,
-        agent_mem=args.mem,
-        epoch=float(int(time.time())) if args.epoch is None else args.epoch,
+        agents=agents,
+        seed=seed,
+        ip=host if host[:1].isdigit() else "127.0.0.1",
+        hostname=host,
+        heartbeat_interval=heartbeat,
+        agent_cpus=cpus,
+        agent_mem=mem,
+        epoch=float(int(time.time())) if epoch is None else epoch,
     )
     try:
-        asyncio.run(_run(config, args, faults))
+        asyncio.run(_run(config, host, port, time_scale, list(faults)))
     except OSError as err:
-        print(f"taskledger sim: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
-        return 1
-    return 0
+        click.echo(f"taskledger sim: cannot listen on {host}:{port}: {err}", err=True)
+        sys.exit(1)
 
 
-async def _run(config: SimConfig, args: argparse.Namespace, faults: list) -> None:
-    server = SimServer(
-        config, host=args.host, port=args.port, time_scale=args.time_scale, faults=faults
-    )
+async def _run(
+    config: SimConfig, host: str, port: int, time_scale: float, faults: list[Fault]
+) -> None:
+    from tools.sim.server import SimServer  # aiohttp: only when a master runs
+
+    server = SimServer(config, host=host, port=port, time_scale=time_scale, faults=faults)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    print(
-        f"taskledger sim: master on {args.host}:{server.port}, {args.agents} agents, "
-        f"seed {args.seed}, time-scale {args.time_scale}",
-        flush=True,
+    click.echo(
+        f"taskledger sim: master on {host}:{server.port}, {config.agents} agents, "
+        f"seed {config.seed}, time-scale {time_scale}"
     )
     try:
         await stop.wait()

@@ -14,7 +14,9 @@ All durations are simulated seconds (the server's time-scale compresses them).
 
 from __future__ import annotations
 
+import json
 import random
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +63,45 @@ RULES: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     "lose_launch": {"drop_after": (_NUM, 60.0)},
     "fail_calls": {"status": ((int,), 503), "calls": ((list,), None)},
     "delay_calls": {"seconds": (_NUM, 2.0), "calls": ((list,), None)},
+}
+
+# What each fault does, for `taskledger sim --list-faults` and the README.
+WHAT: dict[str, str] = {
+    "stream_drop": "cut a framework's event stream (the connection is aborted, no clean "
+    "end); framework_id null: every subscribed framework's",
+    "stream_silent": "keep a framework's stream open but send nothing more on it, heartbeats "
+    "included (a scheduler's watchdog must notice)",
+    "master_failover": "the master dies: connections are refused for down_for s; the new "
+    "master knows the frameworks and agents but no task until each agent re-registers "
+    "(reregister_after s after it is up); those still away after agent_reregister_timeout "
+    "are marked unreachable; never_return lists agents (ids or indices) that stay away; "
+    "the new master answers 503 for recover_for s first",
+    "agent_partition": "cut the network between an agent (id or index) and the master; the "
+    "master marks it unreachable detect_after s later (0: at once)",
+    "agent_heal": "restore an agent's network: it re-registers (or, if never marked "
+    "unreachable, reconnects) and its updates flow again",
+    "agent_remove": "the operator removes an agent for good (its tasks are gone)",
+    "rogue_task": "a task the framework never launched runs on an agent (default: the first "
+    "registered) for a framework (default: the first), with task_id (default: rogue-N)",
+    "rescind_offers": "rescind the outstanding offers of one agent (null: of every agent)",
+    "executor_lost": "a task's executor dies: a FAILURE event, then TASK_FAILED "
+    "(REASON_EXECUTOR_TERMINATED)",
+    "clear_rules": "disarm every armed rule",
+    "drop_updates": "an agent update (one with a uuid) on its way to the framework is lost; "
+    "the agent sends it again after its backoff",
+    "duplicate_updates": "an agent update reaches the framework twice",
+    "reorder_updates": "an agent update is held back until another task's update has gone "
+    "out, or hold s",
+    "lose_acks": "an ACKNOWLEDGE is answered 202 but never reaches the agent (the update "
+    "comes again)",
+    "lose_accept": "an ACCEPT is answered 202 but never reaches the master: its offers are "
+    "rescinded, its tasks are unknown",
+    "lose_launch": "a LAUNCH reaches the master but not the agent, which reports the task "
+    "TASK_DROPPED (TASK_LOST without PARTITION_AWARE) drop_after s later",
+    "fail_calls": "calls (those whose type is in `calls`; null: any, SUBSCRIBE included) "
+    "are answered `status` and do nothing",
+    "delay_calls": "calls (those in `calls`; null: any) take effect, then are answered "
+    "`seconds` late",
 }
 
 _RULE_COMMON: dict[str, tuple[tuple[type, ...], Any]] = {
@@ -188,19 +229,34 @@ class RuleBook:
 
 
 def describe() -> str:
-    """The catalogue as text (for `taskledger sim --list-faults`)."""
-    lines = ["actions:"]
+    """The catalogue as text (for `taskledger sim --list-faults`): each fault, its
+    parameters with their defaults, and what it does."""
+    lines = [
+        'A fault is a JSON object {"kind": ..., <parameters>, "after": seconds}: given to',
+        "`taskledger sim --fault JSON` (repeatable) or POSTed to /admin/fault (one object or a",
+        "list). `after` (default 0) is simulated seconds to wait before it applies. An agent is",
+        "named by its id or its index (0, 1, ...). Durations are simulated seconds.",
+        "",
+        "actions (happen once):",
+    ]
     for kind, spec in ACTIONS.items():
-        lines.append(f"  {kind} {_params(spec)}")
-    lines.append("rules (also: count=1, probability=1.0, task_id=null):")
+        lines += _entry(kind, spec)
+    lines += [
+        "",
+        "rules (armed now; each strikes matching traffic `count` times (null: until",
+        "clear_rules), each time with `probability`, only for `task_id` if given):",
+    ]
     for kind, spec in RULES.items():
-        lines.append(f"  {kind} {_params(spec)}")
-    lines.append('every fault also takes "after": simulated seconds to wait before it applies')
+        lines += _entry(kind, {**_RULE_COMMON, **spec})
     return "\n".join(lines)
 
 
-def _params(spec: Mapping[str, tuple[tuple[type, ...], Any]]) -> str:
-    parts = []
-    for name, (_types, default) in spec.items():
-        parts.append(f"{name}=<required>" if default is REQUIRED else f"{name}={default!r}")
-    return " ".join(parts)
+def _entry(kind: str, spec: Mapping[str, tuple[tuple[type, ...], Any]]) -> list[str]:
+    params = " ".join(
+        f"{name}=<required>" if default is REQUIRED else f"{name}={json.dumps(default)}"
+        for name, (_types, default) in spec.items()
+    )
+    return [
+        f"  {kind} {params}".rstrip(),
+        *textwrap.wrap(WHAT[kind], 88, initial_indent="      ", subsequent_indent="      "),
+    ]

@@ -20,11 +20,14 @@ import base64
 import contextlib
 import json
 import logging
+import sys
 import threading
 import weakref
 from dataclasses import replace
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from tools.sim import calls, recordio
 from tools.sim.cluster import Cluster
@@ -87,7 +90,9 @@ class SimServer:
         app.router.add_get("/state", self._state)
         app.router.add_post("/admin/fault", self._fault)
         # Handler cancellation tells a stream handler at once that its client went away.
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        self._runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, logger=_OneLineLog(log, {})
+        )
         await self._runner.setup()
         await self._listen()
         config = replace(self._config, port=self.port, wire_time_scale=self.time_scale)
@@ -191,7 +196,15 @@ class SimServer:
     async def _track_transport(self, request: web.Request, handler):  # type: ignore[no-untyped-def]
         if request.transport is not None:
             self._transports.add(request.transport)
-        return await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as err:  # e.g. the router's 404
+            _log_refusal(request, err.status, err.text or err.reason)
+            raise
+        if response.status >= 400:
+            text = response.text if isinstance(response, web.Response) else None
+            _log_refusal(request, response.status, text or response.reason)
+        return response
 
     async def _version(self, request: web.Request) -> web.Response:
         assert self.cluster is not None
@@ -321,6 +334,27 @@ def _basic(header: str) -> tuple[str, str, str]:
         return base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
     except (ValueError, UnicodeDecodeError):
         return "", "", ""
+
+
+def _log_refusal(request: web.Request, status: int, reason: str | None) -> None:
+    """One line for each request the master refused: what was asked, and why not."""
+    log.warning("%s %s: %d %s", request.method, request.path_qs, status, reason)
+
+
+class _OneLineLog(logging.LoggerAdapter):
+    """aiohttp's server log, with one line for each request it could not parse (a bad
+    request line, header, Content-Length or chunk: it answers 400) instead of a traceback.
+    Any other exception, a bug in the simulator, keeps its traceback."""
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kw: Any) -> None:
+        err = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(err, HttpProcessingError):
+            lines = [ln.strip() for ln in str(err.message).splitlines() if ln.strip()]
+            reason = lines[0].rstrip(":") if lines else type(err).__name__
+            peer = args[0] if args else "?"
+            log.warning("a request from %s it could not parse: %d %s", peer, err.code, reason)
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kw)
 
 
 def _plain(status: int, message: str, **headers: str) -> web.Response:
