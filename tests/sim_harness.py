@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sim_session import task_refs
+
 from tools.sim.cluster import Cluster, Emit, SimConfig
 
 PA = [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"}]
@@ -117,12 +119,6 @@ class Harness:
 
     def reconcile(self, *tasks: tuple[str, str | None]) -> list[dict]:
         """An explicit (or, with no tasks, implicit) RECONCILE; the answers it got."""
-        refs = []
-        for task_id, agent_id in tasks:
-            ref: dict = {"task_id": {"value": task_id}}
-            if agent_id is not None:
-                ref["agent_id"] = {"value": agent_id}
-            refs.append(ref)
         mark = len(self.events)
-        assert self.post("RECONCILE", {"tasks": refs}) == 202
+        assert self.post("RECONCILE", {"tasks": task_refs(tasks)}) == 202
         return [e["update"]["status"] for e in self.since(mark) if e["type"] == "UPDATE"]

@@ -26,6 +26,17 @@ def subscribe_body(info: dict, framework_id: str | None = None) -> dict:
     return body
 
 
+def task_refs(tasks: tuple[tuple[str, str | None], ...]) -> list[dict]:
+    """RECONCILE's `tasks` (and KILL's ids) for (task id, agent id or None) pairs."""
+    refs = []
+    for task_id, agent_id in tasks:
+        ref: dict = {"task_id": {"value": task_id}}
+        if agent_id is not None:
+            ref["agent_id"] = {"value": agent_id}
+        refs.append(ref)
+    return refs
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "") -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,13 +77,7 @@ class Session:
         )
 
     def reconcile(self, *tasks: tuple[str, str | None]) -> int:
-        refs = []
-        for task_id, agent_id in tasks:
-            ref: dict = {"task_id": {"value": task_id}}
-            if agent_id is not None:
-                ref["agent_id"] = {"value": agent_id}
-            refs.append(ref)
-        return self.post("RECONCILE", {"tasks": refs})
+        return self.post("RECONCILE", {"tasks": task_refs(tasks)})
 
     def kill(self, task_id: str) -> int:
         return self.post("KILL", {"task_id": {"value": task_id}})

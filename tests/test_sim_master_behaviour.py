@@ -15,6 +15,15 @@ def lost_unless(partition_aware: bool, state: str) -> str:
     return state if partition_aware else "TASK_LOST"
 
 
+def assert_removed_by_operator(status: dict, partition_aware: bool) -> None:
+    """What a task of an agent the operator removed is, by the framework's kind."""
+    if partition_aware:
+        assert status["state"] == "TASK_GONE_BY_OPERATOR"
+        assert status["reason"] == "REASON_AGENT_REMOVED_BY_OPERATOR"
+    else:
+        assert (status["state"], status["reason"]) == ("TASK_LOST", "REASON_AGENT_REMOVED")
+
+
 def states(statuses: list[dict]) -> list[tuple[str, str]]:
     return [(s["task_id"]["value"], s["state"]) for s in statuses]
 
@@ -171,11 +180,7 @@ def test_a_registered_agent_removed_by_the_operator(partition_aware):
     h.inject({"kind": "agent_remove", "agent_id": 0})
     update, failure = [e for e in h.since(mark) if e["type"] in ("UPDATE", "FAILURE")]
     status = update["update"]["status"]
-    if partition_aware:
-        assert status["state"] == "TASK_GONE_BY_OPERATOR"
-        assert status["reason"] == "REASON_AGENT_REMOVED_BY_OPERATOR"
-    else:
-        assert (status["state"], status["reason"]) == ("TASK_LOST", "REASON_AGENT_REMOVED")
+    assert_removed_by_operator(status, partition_aware)
     assert "unreachable_time" not in status
     assert failure["type"] == "FAILURE"
 
@@ -192,11 +197,7 @@ def test_an_unreachable_agent_removed_by_the_operator_updates_each_unreachable_t
     (update,) = h.since(mark)  # no FAILURE this time: the agent was already lost
     status = update["update"]["status"]
     assert status["task_id"]["value"] == "t"
-    if partition_aware:
-        assert status["state"] == "TASK_GONE_BY_OPERATOR"
-        assert status["reason"] == "REASON_AGENT_REMOVED_BY_OPERATOR"
-    else:
-        assert (status["state"], status["reason"]) == ("TASK_LOST", "REASON_AGENT_REMOVED")
+    assert_removed_by_operator(status, partition_aware)
 
 
 def test_an_agent_removed_while_it_recovers_from_a_failover_says_nothing():
