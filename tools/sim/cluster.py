@@ -9,8 +9,11 @@ driver of this model; a single-process simulation on a virtual clock can be anot
 The parts, each in its own module: the master (master.py: frameworks, streams, calls,
 reconciliation answers, delivery), the agents (agents.py: agent tasks and their update
 streams), the allocator (allocator.py: offers), the fault actions (fault_actions.py), all
-sharing one kernel (kernel.py: the clock, the timers, the effects going out). This module
-wires them and is the model's one way in.
+sharing one kernel (kernel.py: the clock, the timers, the effects going out). Each side's
+tasks are a TaskTable (tables.py: indexed by agent and framework); the census (census.py)
+keeps each agent's resources in use as tasks change; snapshot.py draws the state endpoint's
+picture. This module wires them and is the model's one way in. Every entry point costs the
+work it is asked for: nothing on a hot path scans every task.
 """
 
 from __future__ import annotations
