@@ -825,6 +825,8 @@ def _check_path(path: str, *, readonly: bool) -> str:
     """Turns a bad LMDB_PATH into one line that names it."""
     if not path:
         raise LogOpenError("no log path given (set LMDB_PATH)")
+    if "\0" in path:  # no file system holds one; os.path would raise a bare ValueError
+        raise LogOpenError(f"log path {path!r} contains a NUL byte")
     real = os.path.realpath(path)
     if os.path.exists(real) and not os.path.isdir(real):
         raise LogOpenError(f"log path {path} is a file, not a folder")

@@ -130,6 +130,18 @@ def test_report_into_a_missing_folder(story_log, tmp_path):
     one_line_error(run("report", "--log", story_log, "--html", out), "no folder")
 
 
+@pytest.mark.parametrize("args", READ_COMMANDS, ids=lambda a: a[0] + " " + (a[1:2] or [""])[0])
+def test_a_log_path_with_a_nul_byte(tmp_path, args):
+    one_line_error(run(*args, "--log", str(tmp_path) + "/a\0b"), "NUL byte")
+
+
+def test_paths_with_a_nul_byte_for_ingest_and_report(story_log, tmp_path):
+    log = str(tmp_path / "log")
+    one_line_error(run("ingest", "\0", "--log", log), "NUL byte")
+    assert not os.path.exists(log)
+    one_line_error(run("report", "--log", story_log, "--html", str(tmp_path) + "/a\0b"))
+
+
 def test_ingest_missing_file(tmp_path):
     one_line_error(
         run("ingest", str(tmp_path / "none.jsonl"), "--log", str(tmp_path / "log")),

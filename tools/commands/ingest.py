@@ -92,6 +92,8 @@ def _open(path: str) -> IO[bytes]:
         raise CommandError(f"cannot read {path}: it is a folder, not a file") from None
     except OSError as e:
         raise CommandError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError:  # a path no file system can hold: open() refuses a NUL byte
+        raise CommandError(f"cannot read {path!r}: a path cannot contain a NUL byte") from None
 
 
 @click.command("ingest")

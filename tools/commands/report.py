@@ -34,6 +34,8 @@ def report_command(
     """Write a self-contained HTML audit (no network, no scripts, inline SVG charts):
     reconciliation runs on a timeline, drift over time by cell, commands by rule and
     outcome, time to converge, and a section per task with its history and why."""
+    if "\0" in out:  # before any work: no file system holds such a path
+        raise CommandError(f"cannot write report {out!r}: a path cannot contain a NUL byte")
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise CommandError(f"cannot write report {out}: no folder {folder}")
