@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 WHEELS := .cache/wheels
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench clean servers
 
 # pip compiles the replay kernel (engine/_replay_kernel.pyx, setup.py) and http-parser: a C
 # compiler and Python's headers are needed; Debian's machines have both, and they are
@@ -40,7 +40,16 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium) >/dev/null
 
-test: lint $(CHROMIUM)
+# The replicated log's and the election's tests start throwaway PostgreSQL and ZooKeeper
+# servers (tests/servers.py) from Debian's packages: installed here if missing.
+servers:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="postgresql"; \
+	test -f /usr/share/java/zookeeper.jar || missing="$$missing zookeeper"; \
+	test -z "$$missing" || (apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends $$missing) >/dev/null
+
+test: lint $(CHROMIUM) servers
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
