@@ -1,0 +1,397 @@
+"""Durable appends to the replicated log: the fenced recorder beside eventsourcing's PostgreSQL
+module and bare psycopg, and how far behind a follower is.
+
+    python -m benchmarks.ha [--events N] [--single N] [--json OUT]
+
+One throwaway PostgreSQL server (tests/servers.py, fsync and synchronous_commit on) serves
+every path, one after another, in one run, so the ratios hold on a noisy machine. Every
+path appends the same events (one originator per task, versions in order, state a
+msgpack-encoded Mesos status update), each into a table of its own:
+
+* fenced 16 threads 1/call: engine.postgres_log, 16 writers, one event per call, sharing
+  transactions through group commit (each call fenced by its epoch). The path the
+  scheduler's ingest takes.
+* eventsourcing 16 threads 1/call / eventsourcing 1/call: eventsourcing's PostgreSQL
+  module, one event per call, from 16 threads (a pool of 16 connections; the module's
+  table lock serialises them) and from one: what a user would pick instead.
+* eventsourcing batched / fenced batched: 100 events per call, one thread.
+* raw 16-thread committer: no project code: 16 writers hand rows to one thread that
+  inserts whatever is queued in one transaction: the ceiling for single-event writers that
+  share commits, in CPython, on this disk.
+* raw 16 conns 1/commit: no project code: 16 connections, one row and one COMMIT each
+  (PostgreSQL's own WAL group commit, no table lock): what the server gives 1/call writers.
+* raw 1/commit: one connection, one row per COMMIT: one fsync per event.
+
+Then the follower's lag: a writer appends 1,000 events a second (a pacer handing them to
+16 writer threads, so group commit batches as in production), and a follower in another
+process (its own connection, eventsourcing's LISTEN/NOTIFY subscription) notes when it
+sees each; both use the wall clock of this machine. Reported: from the append's return
+(durable) to the follower seeing it, and from the call to the follower seeing it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import msgpack
+import psycopg
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from psycopg import sql
+
+from benchmarks.common import Result, print_table, status_updates, timed, write_json
+from engine.postgres_log import FencedApplicationRecorder
+from tests.servers import PostgresServer
+
+BATCH = 100
+THREADS = 16
+REPLICA = "bench"
+_STAMP = struct.Struct(">d")
+
+
+def _events(count: int, tasks: int) -> list[StoredEvent]:
+    versions: dict[str, int] = {}
+    out = []
+    for status in status_updates(count, tasks=tasks):
+        task = status["task_id"]["value"]
+        version = versions.get(task, 0)
+        versions[task] = version + 1
+        out.append(StoredEvent(task, version, "StatusUpdateReceived", msgpack.packb(status)))
+    return out
+
+
+def _in_threads(events: Sequence[StoredEvent], threads: int, write: Callable) -> None:
+    workers = [threading.Thread(target=write, args=(events[n::threads],)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+class Bench:
+    """One server, a fresh table per path."""
+
+    def __init__(self, server: PostgresServer, schema: str) -> None:
+        self.server, self.schema = server, schema
+        self.stores: list[PostgresDatastore] = []
+        self.tables = 0
+
+    def datastore(self, pool: int) -> PostgresDatastore:
+        store = self.server.datastore(self.schema, pool_size=pool, max_overflow=0)
+        self.stores.append(store)
+        return store
+
+    def table(self) -> str:
+        self.tables += 1
+        return f"b{self.tables}_events"
+
+    def fenced(self, pool: int = 4) -> FencedApplicationRecorder:
+        recorder = FencedApplicationRecorder(self.datastore(pool), events_table_name=self.table())
+        recorder.create_table()
+        recorder.take_over(1, REPLICA)
+        return recorder
+
+    def plain(self, pool: int) -> PostgresApplicationRecorder:
+        recorder = PostgresApplicationRecorder(self.datastore(pool), events_table_name=self.table())
+        recorder.create_table()
+        return recorder
+
+    def raw_table(self) -> str:
+        name = self.table()
+        with psycopg.connect(self.server.dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE {} (originator_id text, originator_version bigint, topic text, "
+                    "state bytea, notification_id bigserial, "
+                    "PRIMARY KEY (originator_id, originator_version))"
+                ).format(sql.Identifier(self.schema, name))
+            )
+        return name
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+
+
+def bench_recorder(
+    name: str,
+    recorder: PostgresApplicationRecorder,
+    events: list[StoredEvent],
+    per_call: int,
+    threads: int = 1,
+) -> Result:
+    def write(share: Sequence[StoredEvent]) -> None:
+        for i in range(0, len(share), per_call):
+            recorder.insert_events(share[i : i + per_call])
+
+    def run() -> None:
+        if threads == 1:
+            write(events)
+        else:
+            _in_threads(events, threads, write)
+
+    result = timed(name, len(events), run, f"{per_call} per call")
+    group = getattr(recorder, "group", None)
+    if group is not None and group.commits:
+        result.note = f"{len(events) / group.commits:.1f} events per commit"
+    return result
+
+
+def _insert_statement(bench: Bench, table: str) -> sql.Composed:
+    return sql.SQL(
+        "INSERT INTO {} (originator_id, originator_version, topic, state) VALUES (%s, %s, %s, %s)"
+    ).format(sql.Identifier(bench.schema, table))
+
+
+def _row(e: StoredEvent) -> tuple:
+    return (e.originator_id, e.originator_version, e.topic, e.state)
+
+
+def bench_raw_single(bench: Bench, events: list[StoredEvent], threads: int) -> Result:
+    insert = _insert_statement(bench, bench.raw_table())
+
+    def write(share: Sequence[StoredEvent]) -> None:
+        with psycopg.connect(bench.server.dsn) as conn:
+            for e in share:
+                conn.execute(insert, _row(e), prepare=True)
+                conn.commit()
+
+    name = "raw 1/commit" if threads == 1 else f"raw {threads} conns 1/commit"
+    return timed(name, len(events), lambda: _in_threads(events, threads, write), "no project code")
+
+
+def bench_raw_committer(bench: Bench, events: list[StoredEvent], threads: int) -> Result:
+    insert = _insert_statement(bench, bench.raw_table())
+    queue: list[tuple[tuple, threading.Lock]] = []
+    cond = threading.Condition()
+    done = threading.Event()
+    commits = 0
+
+    def committer() -> None:
+        nonlocal commits
+        with psycopg.connect(bench.server.dsn) as conn:
+            while True:
+                with cond:
+                    while not queue and not done.is_set():
+                        cond.wait()
+                    if done.is_set() and not queue:
+                        return
+                    batch = queue[:]
+                    queue.clear()
+                with conn.cursor() as cur:
+                    cur.executemany(insert, [row for row, _ in batch])
+                conn.commit()
+                commits += 1
+                for _, waiter in batch:
+                    waiter.release()
+
+    def write(share: Sequence[StoredEvent]) -> None:
+        for e in share:
+            waiter = threading.Lock()
+            waiter.acquire()
+            with cond:
+                queue.append((_row(e), waiter))
+                cond.notify()
+            waiter.acquire()  # released once its batch is committed
+
+    thread = threading.Thread(target=committer)
+    thread.start()
+    try:
+        result = timed(
+            f"raw {threads}-thread committer",
+            len(events),
+            lambda: _in_threads(events, threads, write),
+        )
+    finally:
+        done.set()
+        with cond:
+            cond.notify()
+        thread.join()
+    result.note = f"{len(events) / max(commits, 1):.1f} events per commit, no project code"
+    return result
+
+
+def bench_raw_batched(bench: Bench, events: list[StoredEvent]) -> Result:
+    insert = _insert_statement(bench, bench.raw_table())
+
+    def run() -> None:
+        with psycopg.connect(bench.server.dsn) as conn:
+            for i in range(0, len(events), BATCH):
+                with conn.cursor() as cur:
+                    cur.executemany(insert, [_row(e) for e in events[i : i + BATCH]])
+                conn.commit()
+
+    return timed("raw batched", len(events), run, f"{BATCH} per commit, no project code")
+
+
+# ----------------------------------------------------------------------------- follower lag
+def _follow(env: dict[str, str], table: str, gt: int, count: int, out: multiprocessing.Queue):
+    """In a process of its own: subscribe after ``gt`` and note when each event is seen."""
+    store = PostgresDatastore(
+        env["POSTGRES_DBNAME"],
+        env["POSTGRES_HOST"],
+        env["POSTGRES_PORT"],
+        env["POSTGRES_USER"],
+        env["POSTGRES_PASSWORD"],
+        schema=env["POSTGRES_SCHEMA"],
+        originator_id_type="text",
+        pool_size=2,
+    )
+    recorder = PostgresApplicationRecorder(store, events_table_name=table)
+    seen: dict[int, float] = {}
+    out.put("ready")
+    with recorder.subscribe(gt=gt) as subscription:
+        for notification in subscription:
+            seen[notification.id] = time.time()
+            if len(seen) >= count:
+                break
+    store.close()
+    out.put(seen)
+
+
+def bench_lag(bench: Bench, rate: float, seconds: float) -> dict:
+    recorder = bench.fenced(pool=4)
+    count = int(rate * seconds)
+    start_id = recorder.max_notification_id() or 0
+    context = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue = context.Queue()
+    follower = context.Process(
+        target=_follow,
+        args=(bench.server.env(bench.schema), recorder.events_table_name, start_id, count, results),
+    )
+    follower.start()
+    assert results.get(timeout=60) == "ready"
+    time.sleep(0.5)  # the follower's LISTEN is in place
+    called: dict[int, float] = {}
+    returned: dict[int, float] = {}
+
+    def append(i: int) -> None:
+        t = time.time()
+        state = _STAMP.pack(t)
+        [nid] = recorder.insert_events([StoredEvent(f"lag/{i}", 0, "Tick", state)])
+        returned[nid] = time.time()
+        called[nid] = t
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(THREADS) as pool:
+        for i in range(count):
+            delay = began + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(append, i)
+    achieved = count / (time.perf_counter() - began)
+    seen = results.get(timeout=60)
+    follower.join(10)
+    after_return = sorted(seen[n] - returned[n] for n in returned)
+    after_call = sorted(seen[n] - called[n] for n in called)
+    return {
+        "appends": count,
+        "rate_asked": rate,
+        "rate_achieved": achieved,
+        "lag_from_commit_ms": {"p50": _pct(after_return, 50), "p99": _pct(after_return, 99)},
+        "lag_from_call_ms": {"p50": _pct(after_call, 50), "p99": _pct(after_call, 99)},
+        "events_per_commit": count / max(recorder.group.commits, 1),
+    }
+
+
+def _pct(sorted_seconds: list[float], p: int) -> float:
+    index = min(len(sorted_seconds) - 1, round(p / 100 * (len(sorted_seconds) - 1)))
+    return sorted_seconds[index] * 1000
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=20_000, help="events for batched paths")
+    parser.add_argument("--single", type=int, default=4_000, help="events for 1-per-call paths")
+    parser.add_argument("--lag-rate", type=float, default=1000.0)
+    parser.add_argument("--lag-seconds", type=float, default=5.0)
+    parser.add_argument("--json", dest="json_out")
+    args = parser.parse_args(argv)
+
+    events = _events(args.events, tasks=max(1, args.events // 10))
+    single = events[: args.single]
+    server = PostgresServer(durable=True).start()
+    try:
+        with server.fresh_schema() as schema:
+            bench = Bench(server, schema)
+            try:
+                results = [
+                    bench_recorder(
+                        f"fenced {THREADS} threads 1/call", bench.fenced(), single, 1, THREADS
+                    ),
+                    bench_raw_committer(bench, single, THREADS),
+                    bench_recorder(
+                        f"eventsourcing {THREADS} threads 1/call",
+                        bench.plain(pool=THREADS),
+                        single,
+                        1,
+                        THREADS,
+                    ),
+                    bench_raw_single(bench, single, THREADS),
+                    bench_recorder("eventsourcing 1/call", bench.plain(pool=1), single, 1),
+                    bench_raw_single(bench, single, 1),
+                    bench_recorder("fenced batched", bench.fenced(), events, BATCH),
+                    bench_recorder("eventsourcing batched", bench.plain(pool=1), events, BATCH),
+                    bench_raw_batched(bench, events),
+                ]
+                lag = bench_lag(bench, args.lag_rate, args.lag_seconds)
+            finally:
+                bench.close()
+    finally:
+        server.stop()
+
+    print_table("durable appends to PostgreSQL (fsync per commit)", results, "eventsourcing 1/call")
+    by = {r.name: r for r in results}
+    group = by[f"fenced {THREADS} threads 1/call"].rate
+    targets = {
+        "group_commit_vs_eventsourcing_1_call": {
+            "value": group / by["eventsourcing 1/call"].rate,
+            "target": 5.0,
+        },
+        "group_commit_vs_eventsourcing_16_threads": {
+            "value": group / by[f"eventsourcing {THREADS} threads 1/call"].rate,
+            "target": 5.0,
+        },
+        # For context, not targets: the ceilings with no project code.
+        "raw_committer_vs_eventsourcing_1_call": {
+            "value": by[f"raw {THREADS}-thread committer"].rate / by["eventsourcing 1/call"].rate,
+            "target": 5.0,
+        },
+        "group_commit_vs_raw_committer": {
+            "value": group / by[f"raw {THREADS}-thread committer"].rate,
+            "target": 0.5,
+        },
+        "fenced_batched_vs_eventsourcing_batched": {
+            "value": by["fenced batched"].rate / by["eventsourcing batched"].rate,
+            "target": 0.8,
+        },
+    }
+    print()
+    for name, t in targets.items():
+        verdict = "meets" if t["value"] >= t["target"] else "MISSES"
+        print(f"{name}: {t['value']:.2f}x ({verdict} target {t['target']}x)")
+    print(
+        f"\nfollower lag at {lag['rate_achieved']:,.0f} appends/s "
+        f"({lag['events_per_commit']:.1f} events per commit): from commit p50 "
+        f"{lag['lag_from_commit_ms']['p50']:.2f} ms, p99 {lag['lag_from_commit_ms']['p99']:.2f} ms;"
+        f" from call p50 {lag['lag_from_call_ms']['p50']:.2f} ms, "
+        f"p99 {lag['lag_from_call_ms']['p99']:.2f} ms"
+    )
+    write_json(
+        args.json_out,
+        "ha",
+        results,
+        {"targets": targets, "follower_lag": lag},
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
