@@ -10,7 +10,9 @@ Without a short wait, concurrent callers split into two groups that take turns, 
 its own commit: while one group's commit runs, the other queues; when it returns, the first
 group re-submits just after the second took the queue. Like PostgreSQL's commit_delay and
 commit_siblings, a leader therefore waits up to ``commit_delay`` seconds for the callers
-seen within the last ``sibling_window`` seconds, and only when there are such callers.
+seen recently, and only when there are such callers. "Recently" is ``sibling_window``
+seconds, or two commits' time if commits take longer: a caller whose request was in the
+batch just committed was last seen when that batch was gathered.
 
 The mechanism knows nothing about what it commits: ``commit(batch)`` sets each request's
 ``result`` or ``error``; if it raises instead, every request of the batch gets that error.
@@ -67,6 +69,7 @@ class GroupCommit(Generic[T]):
         self._gathering = False
         self._gather_target = 0
         self._recent: dict[int, float] = {}
+        self._commit_seconds = 0.0  # how long the last commit took
         # Counters for tests and benchmarks: how well callers share commits.
         self.commits = 0
         self.committed_requests = 0
@@ -116,6 +119,7 @@ class GroupCommit(Generic[T]):
                     self._leading = False
 
     def _run(self, batch: list[Request[T]]) -> None:
+        started = time.monotonic()
         try:
             self._commit(batch)
         except BaseException as e:
@@ -123,6 +127,8 @@ class GroupCommit(Generic[T]):
                 request.error, request.result = e, None
             if not isinstance(e, Exception):
                 raise  # KeyboardInterrupt and the like: the callers fail, and so do we
+        finally:
+            self._commit_seconds = time.monotonic() - started
         self.commits += 1
         self.committed_requests += len(batch)
 
@@ -132,7 +138,7 @@ class GroupCommit(Generic[T]):
         recent = self._recent
         for request in self._queue:
             recent[request.thread] = now
-        window = self.sibling_window
+        window = max(self.sibling_window, 2 * self._commit_seconds)
         if len(recent) > 1024:
             self._recent = recent = {t: s for t, s in recent.items() if now - s < window}
         expected = sum(1 for seen in recent.values() if now - seen < window)
