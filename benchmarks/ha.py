@@ -25,15 +25,14 @@ msgpack-encoded Mesos status update), each into a table of its own:
 Then the follower's lag: a writer appends 1,000 events a second (a pacer handing them to
 16 writer threads, so group commit batches as in production), and a follower in another
 process (its own connection, eventsourcing's LISTEN/NOTIFY subscription) notes when it
-sees each; both use the wall clock of this machine. Reported: from the append's return
-(durable) to the follower seeing it, and from the call to the follower seeing it.
+sees each. Reported: from each event's commit (PostgreSQL's commit timestamp, the same
+clock on one machine) to the follower seeing it, and from the append call to that.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,7 +41,11 @@ from concurrent.futures import ThreadPoolExecutor
 import msgpack
 import psycopg
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+)
 from psycopg import sql
 
 from benchmarks.common import Result, print_table, status_updates, timed, write_json
@@ -52,7 +55,6 @@ from tests.servers import PostgresServer
 BATCH = 100
 THREADS = 16
 REPLICA = "bench"
-_STAMP = struct.Struct(">d")
 
 
 def _events(count: int, tasks: int) -> list[StoredEvent]:
@@ -233,16 +235,7 @@ def bench_raw_batched(bench: Bench, events: list[StoredEvent]) -> Result:
 # ----------------------------------------------------------------------------- follower lag
 def _follow(env: dict[str, str], table: str, gt: int, count: int, out: multiprocessing.Queue):
     """In a process of its own: subscribe after ``gt`` and note when each event is seen."""
-    store = PostgresDatastore(
-        env["POSTGRES_DBNAME"],
-        env["POSTGRES_HOST"],
-        env["POSTGRES_PORT"],
-        env["POSTGRES_USER"],
-        env["POSTGRES_PASSWORD"],
-        schema=env["POSTGRES_SCHEMA"],
-        originator_id_type="text",
-        pool_size=2,
-    )
+    store = PostgresFactory({**env, "ORIGINATOR_ID_TYPE": "text"}).datastore
     recorder = PostgresApplicationRecorder(store, events_table_name=table)
     seen: dict[int, float] = {}
     out.put("ready")
@@ -269,13 +262,10 @@ def bench_lag(bench: Bench, rate: float, seconds: float) -> dict:
     assert results.get(timeout=60) == "ready"
     time.sleep(0.5)  # the follower's LISTEN is in place
     called: dict[int, float] = {}
-    returned: dict[int, float] = {}
 
     def append(i: int) -> None:
         t = time.time()
-        state = _STAMP.pack(t)
-        [nid] = recorder.insert_events([StoredEvent(f"lag/{i}", 0, "Tick", state)])
-        returned[nid] = time.time()
+        [nid] = recorder.insert_events([StoredEvent(f"lag/{i}", 0, "Tick", b"")])
         called[nid] = t
 
     began = time.perf_counter()
@@ -288,16 +278,29 @@ def bench_lag(bench: Bench, rate: float, seconds: float) -> dict:
     achieved = count / (time.perf_counter() - began)
     seen = results.get(timeout=60)
     follower.join(10)
-    after_return = sorted(seen[n] - returned[n] for n in returned)
+    committed = _commit_times(bench, recorder.events_table_name)
+    after_commit = sorted(seen[n] - committed[n] for n in called)
     after_call = sorted(seen[n] - called[n] for n in called)
     return {
         "appends": count,
         "rate_asked": rate,
         "rate_achieved": achieved,
-        "lag_from_commit_ms": {"p50": _pct(after_return, 50), "p99": _pct(after_return, 99)},
+        "lag_from_commit_ms": {"p50": _pct(after_commit, 50), "p99": _pct(after_commit, 99)},
         "lag_from_call_ms": {"p50": _pct(after_call, 50), "p99": _pct(after_call, 99)},
         "events_per_commit": count / max(recorder.group.commits, 1),
     }
+
+
+def _commit_times(bench: Bench, table: str) -> dict[int, float]:
+    """When each event's transaction committed, by the server's clock (the same clock as
+    ours: one machine), from track_commit_timestamp."""
+    with psycopg.connect(bench.server.dsn) as conn:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT notification_id, extract(epoch FROM pg_xact_commit_timestamp(xmin)) FROM {}"
+            ).format(sql.Identifier(bench.schema, table))
+        ).fetchall()
+    return {nid: float(at) for nid, at in rows}
 
 
 def _pct(sorted_seconds: list[float], p: int) -> float:
@@ -363,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
 
     events = _events(args.events, tasks=max(1, args.events // 10))
     single = events[: args.single]
-    server = PostgresServer(durable=True).start()
+    # Commit timestamps: the follower's lag is measured from each event's commit.
+    server = PostgresServer(durable=True, settings={"track_commit_timestamp": "on"}).start()
     try:
         with server.fresh_schema() as schema:
             bench = Bench(server, schema)

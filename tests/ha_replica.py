@@ -19,11 +19,10 @@ import time
 import uuid
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresDatastore
 
 from engine.election import Election
 from engine.leadership import Change, Signal
-from engine.postgres_log import Fenced, FencedApplicationRecorder
+from engine.postgres_log import Fenced, FencedApplicationRecorder, FencedPostgresFactory
 
 
 def say(**fields: object) -> None:
@@ -55,16 +54,7 @@ def main() -> int:
     elected.wait()
     if args.table is None:
         threading.Event().wait()  # campaign only: until killed
-    env = os.environ
-    store = PostgresDatastore(
-        env["POSTGRES_DBNAME"],
-        env["POSTGRES_HOST"],
-        env["POSTGRES_PORT"],
-        env["POSTGRES_USER"],
-        env["POSTGRES_PASSWORD"],
-        schema=env["POSTGRES_SCHEMA"],
-        originator_id_type="text",
-    )
+    store = FencedPostgresFactory({**os.environ, "ORIGINATOR_ID_TYPE": "text"}).datastore
     recorder = FencedApplicationRecorder(store, events_table_name=args.table)
     recorder.create_table()
     recorder.take_over(epochs[0], args.replica)

@@ -112,6 +112,7 @@ class PostgresServer:
     """
 
     durable: bool = False
+    settings: dict[str, str] = field(default_factory=dict)  # more -c name=value for postgres
     user: str = "taskledger"
     dbname: str = "postgres"
     password: str = field(default_factory=lambda: secrets.token_hex(12))
@@ -171,6 +172,7 @@ class PostgresServer:
         ]
         if not self.durable:
             options.append("-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        options.extend(f"-c {name}={value}" for name, value in self.settings.items())
         for _attempt in range(3):
             self.port = free_port()
             try:
