@@ -79,27 +79,21 @@ def world_enterable_tempdir(prefix: str) -> str:
     raise ServerError("no temporary folder that other users can enter (tried $TMPDIR, /tmp)")
 
 
-def _last_line(path: str, default: str) -> str:
-    """The last line of a log that says something (errors first), for one-line reasons."""
+def _why(path: str, default: str) -> str:
+    """The line of a server's log that says why it stopped: Java's innermost cause, else
+    PostgreSQL's FATAL or PANIC, else the first ERROR, else the last line."""
     try:
         with open(path, errors="replace") as f:
             lines = [line.strip() for line in f if line.strip()]
     except OSError:
         return default
-    for marker in ("FATAL", "ERROR", "PANIC"):
-        for line in reversed(lines):
-            if marker in line:
-                return line
-    return lines[-1] if lines else default
-
-
-def _wait_port(port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return True
-        time.sleep(0.02)
-    return False
+    causes = [line for line in lines if line.startswith("Caused by:")]
+    fatal = [line for line in lines if "FATAL" in line or "PANIC" in line]
+    errors = [line for line in lines if "ERROR" in line]
+    for found in (causes[-1:], fatal[-1:], errors[:1], lines[-1:]):
+        if found:
+            return found[0]
+    return default
 
 
 # ----------------------------------------------------------------------------- PostgreSQL
@@ -193,7 +187,7 @@ class PostgresServer:
                 return
             except ServerError:
                 # Another process took the port between free_port() and the bind: retry.
-                if "already in use" not in _last_line(self.log, ""):
+                if "already in use" not in _why(self.log, ""):
                     raise
 
     def _run(self, program: str, *args: str, what: str, tool: bool = True) -> None:
@@ -204,7 +198,7 @@ class PostgresServer:
         )
         if done.returncode != 0:
             output = (done.stderr or done.stdout).strip().splitlines()
-            reason = _last_line(self.log, output[-1] if output else f"exit {done.returncode}")
+            reason = _why(self.log, output[-1] if output else f"exit {done.returncode}")
             raise ServerError(f"{what} could not start: {reason}")
 
     @property
@@ -360,15 +354,14 @@ class ZooKeeperServer:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                reason = _last_line(self.log, _last_line(self.stdout_log, "no output"))
+                reason = _why(self.log, _why(self.stdout_log, "no output"))
                 raise ServerError(f"ZooKeeper could not start: {reason}")
             # "ruok" answers before the server serves; "srvr" names its mode once it does.
             if "Mode:" in self.four_letter("srvr"):
                 return
             time.sleep(0.05)
         raise ServerError(
-            f"ZooKeeper did not answer within {START_TIMEOUT:.0f} s: "
-            + _last_line(self.log, "no log")
+            f"ZooKeeper did not answer within {START_TIMEOUT:.0f} s: " + _why(self.log, "no log")
         )
 
     @property
