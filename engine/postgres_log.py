@@ -41,15 +41,18 @@ resumes after the last id it applied, and a gap is never filled later.
 Settings, besides eventsourcing's (an Application's environment, or ``FencedPostgresFactory(
 env={...})``):
 
-========================  =======  =============================================================
-key                       default  meaning
-========================  =======  =============================================================
-TASKLEDGER_REPLICA        (none)   this replica's name; with TASKLEDGER_EPOCH, the factory takes
-TASKLEDGER_EPOCH          (none)   over the log at that epoch (a single writer without an
-                                   election; an elected leader calls ``take_over`` itself)
-TASKLEDGER_MAX_BATCH      1000     most events one group commit writes in one transaction
-TASKLEDGER_COMMIT_DELAY_US 500     longest a group-commit leader waits for recent writers
-========================  =======  =============================================================
+==========================  =======  ===========================================================
+key                         default  meaning
+==========================  =======  ===========================================================
+TASKLEDGER_REPLICA          (none)   this replica's name; with TASKLEDGER_EPOCH, the factory
+TASKLEDGER_EPOCH            (none)   takes over the log at that epoch (a single writer without
+                                     an election; an elected leader calls ``take_over`` itself)
+TASKLEDGER_MAX_BATCH        1000     most events one group commit writes in one transaction
+TASKLEDGER_COMMIT_DELAY_US  500      longest a group-commit leader waits for recent writers
+TASKLEDGER_IDLE_TIMEOUT_MS  2000     an append or take-over whose client goes quiet inside its
+                                     transaction this long is ended by the server (a stopped
+                                     leader must not hold the log's locks)
+==========================  =======  ===========================================================
 
 ``POSTGRES_ENABLE_DB_FUNCTIONS`` is refused: eventsourcing's insert function skips the table
 lock and the hook where the fence runs.
@@ -152,6 +155,7 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
         events_table_name: str = "stored_events",
         max_batch: int = 1000,
         commit_delay: float = 0.0005,
+        idle_timeout: float = 2.0,
         **kwargs: Any,
     ) -> None:
         if datastore.enable_db_functions:
@@ -161,6 +165,7 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
             )
         super().__init__(datastore, events_table_name=events_table_name, **kwargs)
         self.lead: Lead | None = None  # the fencing token appends carry; see take_over
+        self.idle_timeout = idle_timeout
         self.group = GroupCommit(self._commit, max_batch=max_batch, commit_delay=commit_delay)
         schema = Identifier(self.datastore.schema)
         table = Identifier(self.events_table_name)
@@ -184,6 +189,9 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
             ]
         )
         self._fence_statement = SQL("SELECT {fence}(%s, %s, %s)").format(fence=fence)
+        self._idle_statement = SQL(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, true)"
+        )
         self._take_over_statement = SQL(
             "INSERT INTO {epochs} AS e (log, epoch, replica) VALUES (%s, %s, %s) "
             "ON CONFLICT (log) DO UPDATE SET epoch = EXCLUDED.epoch, "
@@ -221,6 +229,7 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
         if not replica:
             raise ValueError("a replica needs a name")
         with self.datastore.transaction(commit=True) as curs:
+            self._bound_idle(curs)
             curs.execute(self._take_over_statement, (self.events_table_name, epoch, replica))
             advanced = curs.fetchone() is not None
         if not advanced:
@@ -321,10 +330,19 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
         # eventsourcing's hook inside the insert transaction, before the table lock and the
         # insert: pipelined with them, so the fence costs no round trip of its own.
         lead: Lead = kwargs["lead"]
+        self._bound_idle(curs)
         curs.execute(
             self._fence_statement, (self.events_table_name, lead.epoch, lead.replica), prepare=True
         )
         super()._insert_events(curs, stored_events, **kwargs)
+
+    def _bound_idle(self, curs: Any) -> None:
+        """Ends this transaction's session if the client goes quiet inside it for longer
+        than ``idle_timeout``: a leader stopped (SIGSTOP, a pause) between its insert and
+        its COMMIT holds the table lock and the epoch row's share lock, and would block
+        the next leader's take-over, and every append, for as long as it stays stopped."""
+        timeout = f"{max(1, round(self.idle_timeout * 1000))}ms"
+        curs.execute(self._idle_statement, (timeout,), prepare=True)
 
     def _fence_error(self, error: ProgrammingError, lead: Lead) -> PersistenceError:
         """``Fenced`` or ``EpochNotRecorded`` for the fence's refusal; other errors as is."""
@@ -440,6 +458,7 @@ class FencedPostgresFactory(es_postgres.PostgresFactory):
     TASKLEDGER_EPOCH = "TASKLEDGER_EPOCH"
     TASKLEDGER_MAX_BATCH = "TASKLEDGER_MAX_BATCH"
     TASKLEDGER_COMMIT_DELAY_US = "TASKLEDGER_COMMIT_DELAY_US"
+    TASKLEDGER_IDLE_TIMEOUT_MS = "TASKLEDGER_IDLE_TIMEOUT_MS"
 
     application_recorder_class = FencedApplicationRecorder
     process_recorder_class = FencedProcessRecorder
@@ -460,6 +479,7 @@ class FencedPostgresFactory(es_postgres.PostgresFactory):
             )
         self.max_batch = self._int(self.TASKLEDGER_MAX_BATCH, 1000, minimum=1)
         self.commit_delay = self._int(self.TASKLEDGER_COMMIT_DELAY_US, 500, minimum=0) / 1e6
+        self.idle_timeout = self._int(self.TASKLEDGER_IDLE_TIMEOUT_MS, 2000, minimum=1) / 1e3
         replica = (self.env.get(self.TASKLEDGER_REPLICA) or "").strip()
         epoch_text = (self.env.get(self.TASKLEDGER_EPOCH) or "").strip()
         if epoch_text and not replica:
@@ -492,6 +512,7 @@ class FencedPostgresFactory(es_postgres.PostgresFactory):
         if isinstance(recorder, FencedApplicationRecorder):
             recorder.group.max_batch = self.max_batch
             recorder.group.commit_delay = self.commit_delay
+            recorder.idle_timeout = self.idle_timeout
             if self.lead is not None:
                 recorder.take_over(self.lead.epoch, self.lead.replica)
         return recorder

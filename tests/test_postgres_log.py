@@ -9,6 +9,7 @@ transactions and each gets its own ids.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -210,6 +211,45 @@ def test_an_append_during_a_take_over_sees_the_new_epoch(replicas: Replicas) -> 
     appender.join(5)
     assert isinstance(outcome[0], Fenced) and outcome[0].newer == 3
     assert new.max_notification_id() is None
+
+
+class Stalling(FencedApplicationRecorder):
+    """Stops once between its insert and its COMMIT, as a SIGSTOPped leader would, holding
+    the table lock and the epoch row's share lock."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.stalled, self.resume = threading.Event(), threading.Event()
+
+    def _fetch_ids_after_insert_events(self, *args: object, **kwargs: object) -> object:
+        ids = super()._fetch_ids_after_insert_events(*args, **kwargs)  # type: ignore[arg-type]
+        if not self.stalled.is_set():
+            self.stalled.set()
+            self.resume.wait(30)
+        return ids
+
+
+def test_a_leader_stopped_inside_its_transaction_does_not_block_the_next(
+    replicas: Replicas,
+) -> None:
+    store = replicas.server.datastore(replicas.schema)
+    replicas._stores.append(store)
+    old = Stalling(store, events_table_name=replicas.table, idle_timeout=0.3)
+    old.create_table()
+    old.take_over(1, "a")
+    new = replicas.recorder()
+    outcome: list[object] = []
+    appender = threading.Thread(target=lambda: outcome.append(_try_append(old, event())))
+    appender.start()
+    assert old.stalled.wait(10)
+    started = time.monotonic()
+    new.take_over(2, "b")  # waits for the server to end the stopped session, no longer
+    assert time.monotonic() - started < 5
+    assert new.insert_events([event("b")]) == [new.max_notification_id()]
+    old.resume.set()  # its COMMIT finds the session gone; eventsourcing's retry is fenced
+    appender.join(10)
+    assert isinstance(outcome[0], Fenced) and outcome[0].newer == 2
+    assert [(n.topic, n.epoch) for n in new.select_written()] == [("b", 2)]
 
 
 # ----------------------------------------------------------------------------- group commit
