@@ -24,8 +24,8 @@ msgpack-encoded Mesos status update), each into a table of its own:
 
 Then the follower's lag: a writer appends 1,000 events a second (a pacer handing them to
 16 writer threads, so group commit batches as in production), and a follower in another
-process (its own connection, eventsourcing's LISTEN/NOTIFY subscription) notes when it
-sees each. Reported: from each event's commit (PostgreSQL's commit timestamp, the same
+process (its own connection, eventsourcing's LISTEN/NOTIFY subscription, polling as
+engine.postgres_log's does) notes when it sees each. Reported: from each event's commit (PostgreSQL's commit timestamp, the same
 clock on one machine) to the follower seeing it, and from the append call to that.
 """
 
@@ -49,7 +49,7 @@ from eventsourcing.postgres import (
 from psycopg import sql
 
 from benchmarks.common import Result, print_table, status_updates, timed, write_json
-from engine.postgres_log import FencedApplicationRecorder
+from engine.postgres_log import FencedApplicationRecorder, PollingSubscription
 from tests.servers import PostgresServer
 
 BATCH = 100
@@ -239,7 +239,7 @@ def _follow(env: dict[str, str], table: str, gt: int, count: int, out: multiproc
     recorder = PostgresApplicationRecorder(store, events_table_name=table)
     seen: dict[int, float] = {}
     out.put("ready")
-    with recorder.subscribe(gt=gt) as subscription:
+    with PollingSubscription(recorder, gt=gt) as subscription:
         for notification in subscription:
             seen[notification.id] = time.time()
             if len(seen) >= count:

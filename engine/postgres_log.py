@@ -61,6 +61,7 @@ lock and the hook where the fence runs.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,11 +76,13 @@ from eventsourcing.persistence import (
     ProcessRecorder,
     ProgrammingError,
     StoredEvent,
+    Subscription,
 )
 from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresDatastore,
     PostgresProcessRecorder,
+    PostgresSubscription,
 )
 from eventsourcing.utils import Environment, EnvType
 from psycopg.sql import SQL, Identifier, Literal
@@ -370,6 +373,11 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
         )
 
     # -- reading -----------------------------------------------------------------------
+    def subscribe(
+        self, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> Subscription[ApplicationRecorder]:
+        return PollingSubscription(self, gt=gt, topics=topics)
+
     def select_written(
         self, start: int = 1, limit: int = 1000, stop: int | None = None
     ) -> list[WrittenNotification]:
@@ -390,6 +398,39 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
                 )
                 for row in curs.fetchall()
             ]
+
+
+class PollingSubscription(PostgresSubscription):
+    """eventsourcing's LISTEN/NOTIFY subscription, which also looks for new events every
+    ``poll_interval`` seconds.
+
+    eventsourcing's subscription reads what is recorded, then LISTENs on a connection of
+    its own, from another thread: an event committed between the two sends its NOTIFY to
+    nobody, and is delivered only with the next event's, however late that comes (a busy
+    machine, a pool short of connections, makes the window long). Polling bounds that.
+    """
+
+    poll_interval = 0.5
+
+    def __init__(self, recorder: PostgresApplicationRecorder, gt: int | None = None, **kw: Any):
+        self._stopped = threading.Event()  # before the base starts threads that may stop()
+        super().__init__(recorder, gt, **kw)
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stopped.wait(self.poll_interval):
+            self._has_been_notified.set()
+
+    def stop(self) -> None:
+        super().stop()
+        self._stopped.set()
+
+    def __exit__(self, *args: object, **kwargs: Any) -> None:
+        try:
+            super().__exit__(*args, **kwargs)
+        finally:
+            self._ticker.join()
 
 
 class FencedProcessRecorder(PostgresProcessRecorder, FencedApplicationRecorder, ProcessRecorder):

@@ -35,6 +35,7 @@ from engine.postgres_log import (
     FencedPostgresFactory,
     Lead,
     NoEpoch,
+    PollingSubscription,
 )
 
 
@@ -250,6 +251,31 @@ def test_a_leader_stopped_inside_its_transaction_does_not_block_the_next(
     appender.join(10)
     assert isinstance(outcome[0], Fenced) and outcome[0].newer == 2
     assert [(n.topic, n.epoch) for n in new.select_written()] == [("b", 2)]
+
+
+def test_an_event_appended_before_the_listen_is_in_place_is_delivered(
+    replicas: Replicas,
+) -> None:
+    """eventsourcing's subscription reads the log, then LISTENs from another thread: an
+    event committed in between gets no NOTIFY of its own. Polling delivers it."""
+    writer, reader = replicas.recorder(), replicas.recorder()
+    writer.take_over(1, "a")
+    listening = threading.Event()
+
+    class LateListen(PollingSubscription):
+        def _listen(self) -> None:
+            listening.wait(10)
+            super()._listen()
+
+    with LateListen(reader, gt=0) as subscription:
+        time.sleep(0.2)  # the first read is done
+        writer.insert_events([event("between")])
+        got: list[str] = []
+        taker = threading.Thread(target=lambda: got.append(next(subscription).topic))
+        taker.start()
+        taker.join(3 * PollingSubscription.poll_interval + 2)
+        listening.set()
+        assert got == ["between"]
 
 
 # ----------------------------------------------------------------------------- group commit
