@@ -71,7 +71,9 @@ from eventsourcing import postgres as es_postgres
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
+    InterfaceError,
     Notification,
+    OperationalError,
     PersistenceError,
     ProcessRecorder,
     ProgrammingError,
@@ -84,7 +86,7 @@ from eventsourcing.postgres import (
     PostgresProcessRecorder,
     PostgresSubscription,
 )
-from eventsourcing.utils import Environment, EnvType
+from eventsourcing.utils import Environment, EnvType, retry
 from psycopg.sql import SQL, Identifier, Literal
 
 from engine.group_commit import GroupCommit, Request
@@ -141,6 +143,12 @@ class WrittenNotification(Notification):
 
 
 # ----------------------------------------------------------------------------- recorders
+# As eventsourcing's recorder methods are: a connection the server ended (a restart, a
+# failover) is replaced, and the call made again. take_over may run twice: the second finds
+# its own epoch recorded and changes nothing.
+_retried = retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+
+
 class FencedApplicationRecorder(PostgresApplicationRecorder):
     """eventsourcing's PostgreSQL application recorder with fenced, group-committed appends.
 
@@ -219,6 +227,7 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
             super().create_table()
 
     # -- leadership --------------------------------------------------------------------
+    @_retried
     def take_over(self, epoch: int, replica: str) -> None:
         """Records ``epoch`` as the log's, led by ``replica`` (in a transaction of its own),
         and makes this recorder's appends carry it. Appends in flight under an older epoch
@@ -253,6 +262,7 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
         """Stops appending: later appends raise ``NoEpoch`` (a standby's state)."""
         self.lead = None
 
+    @_retried
     def recorded_epoch(self) -> Lead | None:
         """The log's recorded epoch and its replica, or None before any take-over."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
@@ -378,6 +388,7 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
     ) -> Subscription[ApplicationRecorder]:
         return PollingSubscription(self, gt=gt, topics=topics)
 
+    @_retried
     def select_written(
         self, start: int = 1, limit: int = 1000, stop: int | None = None
     ) -> list[WrittenNotification]:

@@ -340,6 +340,25 @@ def test_notification_ids_can_have_gaps(replicas: Replicas) -> None:
     assert [n.id for n in recorder.select_notifications(start=None, limit=10)] == [1, after_gap]
 
 
+def test_appends_survive_the_server_ending_every_connection(replicas: Replicas) -> None:
+    """As after a PostgreSQL restart or failover: the pool's connections are dead; the next
+    append gets a new one (eventsourcing retries an OperationalError) and is still fenced."""
+    old, new = replicas.recorder(), replicas.recorder()
+    old.take_over(1, "a")
+    old.insert_events([event()])
+    with psycopg.connect(replicas.server.dsn, autocommit=True) as conn:
+        ended = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND datname = current_database() "
+            "AND backend_type = 'client backend'"
+        ).fetchone()
+    assert ended is not None and ended[0] >= 2
+    assert old.insert_events([event()]) == [2]
+    new.take_over(2, "b")
+    with pytest.raises(Fenced):
+        old.insert_events([event()])
+
+
 # ----------------------------------------------------------------------------- settings
 def test_db_functions_are_refused(postgres: PostgresServer) -> None:
     with postgres.fresh_schema() as schema:
