@@ -25,8 +25,9 @@ msgpack-encoded Mesos status update), each into a table of its own:
 Then the follower's lag: a writer appends 1,000 events a second (a pacer handing them to
 16 writer threads, so group commit batches as in production), and a follower in another
 process (its own connection, eventsourcing's LISTEN/NOTIFY subscription, polling as
-engine.postgres_log's does) notes when it sees each. Reported: from each event's commit (PostgreSQL's commit timestamp, the same
-clock on one machine) to the follower seeing it, and from the append call to that.
+engine.postgres_log's does) notes when it sees each. Reported: from each event's commit
+(PostgreSQL's commit timestamp, the same clock on one machine) to the follower seeing
+it, and from the append call to that.
 """
 
 from __future__ import annotations
