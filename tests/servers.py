@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import pwd
 import secrets
@@ -20,6 +21,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -96,6 +98,38 @@ def _why(path: str, default: str) -> str:
     return default
 
 
+# The reaper's program: it blocks on a pipe that only the process that started the server
+# holds, so it wakes when that process ends, however (a timeout's SIGTERM, a SIGKILL).
+_REAPER = """
+import json, shutil, subprocess, sys
+sys.stdin.buffer.read()
+plan = json.loads(sys.argv[1])
+if plan["stop"]:
+    subprocess.run(plan["stop"], cwd="/", capture_output=True, timeout=60)
+shutil.rmtree(plan["folder"], ignore_errors=True)
+"""
+
+
+class _Reaper:
+    """Stops a server and removes its folder if the process that started it dies without
+    doing so: a fixture's finalizer never runs when pytest itself is killed."""
+
+    def __init__(self, folder: str, stop: list[str] | None) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _REAPER, json.dumps({"folder": folder, "stop": stop})],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd="/",
+            start_new_session=True,  # a Ctrl-C to the tests' process group spares it
+        )
+
+    def dismiss(self) -> None:
+        """The server was stopped the ordinary way: the reaper ends with nothing to do."""
+        self._process.kill()
+        self._process.wait()
+
+
 # ----------------------------------------------------------------------------- PostgreSQL
 @dataclass
 class PostgresServer:
@@ -114,12 +148,15 @@ class PostgresServer:
     folder: str = ""
     _bin: str = ""
     _run_as: list[str] = field(default_factory=list)
+    _reaper: _Reaper | None = None
 
     def start(self) -> PostgresServer:
         self._bin = _postgres_bin()
         self.folder = world_enterable_tempdir("tl-pg-")
         try:
             self._initdb()
+            stop = [*self._run_as, os.path.join(self._bin, "pg_ctl"), "-D", self.data]
+            self._reaper = _Reaper(self.folder, [*stop, "-m", "immediate", "stop"])
             self._start()
         except BaseException:
             self.stop()
@@ -261,6 +298,9 @@ class PostgresServer:
                 _kill_pid_file(pid_file)
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder = ""
+        if self._reaper is not None:
+            self._reaper.dismiss()
+            self._reaper = None
 
 
 def _postgres_bin() -> str:
@@ -294,6 +334,7 @@ class ZooKeeperServer:
     port: int = 0
     folder: str = ""
     _process: subprocess.Popen | None = None
+    _reaper: _Reaper | None = None
 
     def start(self) -> ZooKeeperServer:
         missing = [jar for jar in ZK_JARS if not os.path.exists(jar)]
@@ -351,6 +392,9 @@ class ZooKeeperServer:
             self._process = subprocess.Popen(
                 command, cwd=self.folder, stdout=out, stderr=subprocess.STDOUT
             )
+        if self._reaper is not None:
+            self._reaper.dismiss()  # it knew the previous process
+        self._reaper = _Reaper(self.folder, ["kill", "-KILL", str(self._process.pid)])
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -410,3 +454,6 @@ class ZooKeeperServer:
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = ""
+        if self._reaper is not None:
+            self._reaper.dismiss()
+            self._reaper = None

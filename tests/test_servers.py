@@ -4,8 +4,12 @@ and leave nothing behind."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
+import subprocess
+import sys
 import tempfile
+import time
 
 import psycopg
 import pytest
@@ -63,3 +67,40 @@ def test_a_server_that_cannot_start_says_why_in_one_line(
     assert "could not start: " in message and reason in message
     assert "\n" not in message
     assert not server.folder  # removed
+
+
+def test_servers_are_stopped_and_removed_when_the_tests_are_killed() -> None:
+    """A fixture's finalizer does not run when pytest is SIGKILLed (a CI timeout): the
+    servers' reapers stop them and remove their folders."""
+    script = (
+        "import servers, time\n"
+        "pg = servers.PostgresServer().start()\n"
+        "zk = servers.ZooKeeperServer().start()\n"
+        "print(pg.folder, pg.port, zk.folder, zk.port, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    tests = os.path.dirname(os.path.abspath(__file__))
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=tests, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        pg_folder, pg_port, zk_folder, zk_port = child.stdout.readline().split()  # type: ignore[union-attr]
+    finally:
+        child.kill()
+        child.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        left = [f for f in (pg_folder, zk_folder) if os.path.exists(f)]
+        listening = [p for p in (pg_port, zk_port) if _listening(int(p))]
+        if not left and not listening:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"left behind: folders {left}, ports {listening}")
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), 0.2):
+            return True
+    except OSError:
+        return False
