@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from engine.events import (
+    EMPTY,
     CommandCancelled,
     CommandConfirmed,
     CommandDispatched,
@@ -61,7 +62,8 @@ _RESCHEDULE = CommandKind.RESCHEDULE.value
 _MARK_LOST = CommandKind.MARK_LOST.value
 _DESTRUCTIVE = frozenset(kind.value for kind, info in COMMANDS.items() if info.destructive)
 _REMOTE = frozenset(kind.value for kind, info in COMMANDS.items() if info.remote)
-_DONE_NAMES = frozenset(s.value for s in TERMINAL) | {ScheduleStatus.DELETED.value}
+# Scheduler states with nothing left to kill or lose: finished, or deleted.
+DONE_NAMES = frozenset(s.value for s in TERMINAL) | {ScheduleStatus.DELETED.value}
 # How far back the view keeps dispatch times (longer than any sensible breaker/rate window).
 HISTORY = 3600.0
 
@@ -90,20 +92,12 @@ class DispatchConfig:
 
 @dataclass(slots=True)
 class CommandRecord:
-    """One command and where it is in its life."""
+    """One command: the CommandIssued that decided it, and where it is in its life."""
 
-    command_id: int
-    kind: str
-    task_id: str | None
-    rule: str
-    evidence: list[int]
-    run_id: str | None
-    tasks: list[str] | None
-    attempt: int
-    retry_of: int | None
+    command_id: int  # the CommandIssued's notification id
+    issued: CommandIssued
+    # The earliest dispatch: the command's own, then a failed send's retry time.
     not_before: float | None
-    dry_run: bool
-    issued_at: float
     status: str = ISSUED
     failures: int = 0
     last_error: str | None = None
@@ -113,25 +107,49 @@ class CommandRecord:
     outcome: str | None = None
     new_task_id: str | None = None  # RESCHEDULE: the replacement
 
+    # The command's own fields, as it was issued.
+    kind = property(lambda self: self.issued.kind)
+    task_id = property(lambda self: self.issued.task_id)
+    rule = property(lambda self: self.issued.rule)
+    evidence = property(lambda self: self.issued.evidence)
+    run_id = property(lambda self: self.issued.run_id)
+    tasks = property(lambda self: self.issued.tasks)
+    attempt = property(lambda self: self.issued.attempt)
+    retry_of = property(lambda self: self.issued.retry_of)
+    dry_run = property(lambda self: self.issued.dry_run)
+    issued_at = property(lambda self: self.issued.time)
+
 
 class PendingCommand(NamedTuple):
-    """A command as the outbox hands it out (and as `send` receives it)."""
+    """A command as the outbox hands it out (and as `send` receives it): the CommandIssued
+    that decided it, and what a sender needs beside it: where Mesos (or the scheduler) last
+    placed its task, or each task of a RECONCILE batch."""
 
     command_id: int
-    kind: str
-    task_id: str | None
-    rule: str
-    evidence: tuple[int, ...]
-    run_id: str | None
-    tasks: tuple[str, ...] | None  # RECONCILE: the batch ("()" = implicit)
-    attempt: int
-    retry_of: int | None
-    not_before: float | None
-    dry_run: bool
+    issued: CommandIssued
     status: str
-    issued_at: float
+    not_before: float | None
     agent_id: str | None  # where Mesos (or the scheduler) last placed the task
     agents: tuple[str | None, ...] | None = None  # RECONCILE: each task's agent, as above
+
+    kind = property(lambda self: self.issued.kind)
+    task_id = property(lambda self: self.issued.task_id)
+    rule = property(lambda self: self.issued.rule)
+    run_id = property(lambda self: self.issued.run_id)
+    attempt = property(lambda self: self.issued.attempt)
+    retry_of = property(lambda self: self.issued.retry_of)
+    dry_run = property(lambda self: self.issued.dry_run)
+    issued_at = property(lambda self: self.issued.time)
+
+    @property
+    def evidence(self) -> tuple[int, ...]:
+        return tuple(self.issued.evidence)
+
+    @property
+    def tasks(self) -> tuple[str, ...] | None:
+        """RECONCILE: the batch ("()" = implicit); None for a command about one task."""
+        tasks = self.issued.tasks
+        return None if tasks is None else tuple(tasks)
 
 
 @dataclass(slots=True)
@@ -153,20 +171,7 @@ class Outbox:
 
 
 def _issued(box: Outbox, nid: int, e: CommandIssued) -> None:
-    rec = CommandRecord(
-        nid,
-        e.kind,
-        e.task_id,
-        e.rule,
-        list(e.evidence),
-        e.run_id,
-        None if e.tasks is None else list(e.tasks),
-        e.attempt,
-        e.retry_of,
-        e.not_before,
-        e.dry_run,
-        e.time,
-    )
+    rec = CommandRecord(nid, e, e.not_before)
     box.commands[nid] = rec
     box.pending[nid] = rec
     old = box.commands.get(e.retry_of) if e.retry_of is not None else None
@@ -284,24 +289,15 @@ def evolve(box: Outbox, nid: int, event: Any, views: Any = None) -> Outbox:
 
 def as_pending(rec: CommandRecord, views: Any) -> PendingCommand:
     """The record as handed out, with the agent the task was last seen on."""
-    agent_id = None if rec.task_id is None else _agent_of(views, rec.task_id)
-    agents = None if rec.tasks is None else tuple(_agent_of(views, t) for t in rec.tasks)
+    issued = rec.issued
+    task_id, tasks = issued.task_id, issued.tasks
     return PendingCommand(
-        rec.command_id,
-        rec.kind,
-        rec.task_id,
-        rec.rule,
-        tuple(rec.evidence),
-        rec.run_id,
-        None if rec.tasks is None else tuple(rec.tasks),
-        rec.attempt,
-        rec.retry_of,
-        rec.not_before,
-        rec.dry_run,
-        rec.status,
-        rec.issued_at,
-        agent_id,
-        agents,
+        command_id=rec.command_id,
+        issued=issued,
+        status=rec.status,
+        not_before=rec.not_before,
+        agent_id=None if task_id is None else _agent_of(views, task_id),
+        agents=None if tasks is None else tuple(_agent_of(views, t) for t in tasks),
     )
 
 
@@ -349,30 +345,44 @@ def _local_effect(rec: CommandRecord, views: Any, now: float) -> list[Any]:
     task_id = rec.task_id or ""
     sched = views.scheduler.tasks.get(task_id)
     if rec.kind == _MARK_LOST:
-        if sched is None or sched.state in _DONE_NAMES:
-            return [CommandConfirmed(now, cid, cid, "already terminal: nothing to mark")]
+        if sched is None or sched.state in DONE_NAMES:
+            return [_confirmed_locally(now, cid, "already terminal: nothing to mark")]
         return [
-            TaskMarkedLost(now, cid, task_id, rec.rule, cid),
-            CommandConfirmed(now, cid, cid, "marked LOST"),
+            TaskMarkedLost(time=now, causation=cid, task_id=task_id, rule=rec.rule, command_id=cid),
+            _confirmed_locally(now, cid, "marked LOST"),
         ]
     job = None if sched is None else sched.job
     instance = None if sched is None else sched.instance
     new_id = replacement_id(task_id, job, instance, cid)
     extra = {"new_task_id": new_id}
     if new_id in views.scheduler.tasks:
-        return [CommandConfirmed(now, cid, cid, f"replacement {new_id} exists", extra)]
+        return [_confirmed_locally(now, cid, f"replacement {new_id} exists", extra)]
     return [
         TaskCreated(
-            now, cid, new_id, job or task_id, instance or 0, {"ancestor": task_id, "command": cid}
+            time=now,
+            causation=cid,
+            task_id=new_id,
+            job=job or task_id,
+            instance=instance or 0,
+            extra={"ancestor": task_id, "command": cid},
         ),
-        CommandConfirmed(now, cid, cid, f"rescheduled as {new_id}", extra),
+        _confirmed_locally(now, cid, f"rescheduled as {new_id}", extra),
     ]
+
+
+def _confirmed_locally(
+    now: float, cid: int, outcome: str, extra: dict[str, Any] | None = None
+) -> CommandConfirmed:
+    """A local command's confirmation, appended with its effect: caused by the command."""
+    return CommandConfirmed(
+        time=now, causation=cid, command_id=cid, outcome=outcome, extra=extra or EMPTY
+    )
 
 
 def _live_count(views: Any) -> tuple[int, set[str]]:
     live = set()
     for task_id, rec in views.scheduler.tasks.items():
-        if rec.state not in _DONE_NAMES:
+        if rec.state not in DONE_NAMES:
             live.add(task_id)
     return len(live), live
 
@@ -402,14 +412,14 @@ def plan(box: Outbox, views: Any, now: float, config: DispatchConfig) -> Dispatc
             total = count + len(affected - live)
             if len(affected) >= config.breaker_min and len(affected) > config.breaker_share * total:
                 halt = DispatchHalted(
-                    now,
-                    None,
-                    f"{len(affected)} of {total} tasks would be killed or lost within "
+                    time=now,
+                    causation=None,
+                    reason=f"{len(affected)} of {total} tasks would be killed or lost within "
                     f"{config.breaker_window:g} s (limit {config.breaker_share:.0%})",
-                    len(affected),
-                    total,
-                    config.breaker_share,
-                    config.breaker_window,
+                    affected=len(affected),
+                    total=total,
+                    share=config.breaker_share,
+                    window=config.breaker_window,
                 )
     halted = box.halted is not None or halt is not None
     kills = sum(1 for t in box.kill_times if t > now - config.kill_rate_window)

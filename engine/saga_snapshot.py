@@ -3,6 +3,14 @@
 Explicit fields, never a pickle, like the views' part. `decode(encode(state)) == state`
 (tests/test_saga.py checks it over random histories), so a Ledger opened from a snapshot
 decides exactly as one that replayed the whole log.
+
+Version 2 (`"version": 2`) stores each outbox command as its CommandIssued (wire form) and its
+dispatch state. Version 1 (no "version": every snapshot written before) stored the command's
+fields one by one; it is still read, and its CommandIssued rebuilt from them: the causation is
+the first evidence (every command the saga issues is caused so, engine.rules.issue), and the
+command's own `not_before` is the record's unless a send failed (then the retry time had
+replaced it and it is read as None; only an audit of the event would see it, and audits read
+the log).
 """
 
 from __future__ import annotations
@@ -10,15 +18,40 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from engine.events import DispatchHalted
+from engine.events import CommandIssued, DispatchHalted
 from engine.outbox import CommandRecord, Outbox
 from engine.reconciliation import Omitted, Run, Runs
 from engine.saga import KillTrack, Obligation, SagaState
 from engine.wire import from_wire, to_wire
 from projections.snapshots import SnapshotError
 
+VERSION = 2
 _RUN_FIELDS = tuple(f.name for f in fields(Run))
-_RECORD_FIELDS = tuple(f.name for f in fields(CommandRecord))
+# A record's dispatch state: every field but the command id and its CommandIssued.
+_DISPATCH_FIELDS = tuple(f.name for f in fields(CommandRecord))[2:]
+# Version 1's record fields, in its order.
+_V1_RECORD_FIELDS = (
+    "command_id",
+    "kind",
+    "task_id",
+    "rule",
+    "evidence",
+    "run_id",
+    "tasks",
+    "attempt",
+    "retry_of",
+    "not_before",
+    "dry_run",
+    "issued_at",
+    "status",
+    "failures",
+    "last_error",
+    "dispatched_at",
+    "settled_at",
+    "settled_by",
+    "outcome",
+    "new_task_id",
+)
 _KEYS_ONLY = ("asked", "remaining", "answered_tasks")
 
 
@@ -57,10 +90,46 @@ def _decode_omitted(row: list[Any] | None) -> Omitted | None:
     return Omitted(run_id, started_nid, started_at, completed_nid, dict.fromkeys(tasks))
 
 
+def _encode_record(rec: CommandRecord) -> list[Any]:
+    return [rec.command_id, to_wire(rec.issued), *(getattr(rec, n) for n in _DISPATCH_FIELDS)]
+
+
+def _decode_record(row: list[Any]) -> CommandRecord:
+    command_id, issued, *dispatch = row
+    return CommandRecord(
+        command_id,
+        from_wire(CommandIssued.topic, issued),  # type: ignore[arg-type]
+        **dict(zip(_DISPATCH_FIELDS, dispatch, strict=True)),
+    )
+
+
+def _decode_v1_record(row: list[Any]) -> CommandRecord:
+    v = dict(zip(_V1_RECORD_FIELDS, row, strict=True))
+    evidence = v["evidence"]
+    issued = CommandIssued(
+        time=v["issued_at"],
+        causation=evidence[0] if evidence else None,
+        kind=v["kind"],
+        task_id=v["task_id"],
+        rule=v["rule"],
+        evidence=evidence,
+        run_id=v["run_id"],
+        tasks=v["tasks"],
+        attempt=v["attempt"],
+        retry_of=v["retry_of"],
+        not_before=None if v["failures"] else v["not_before"],
+        dry_run=v["dry_run"],
+        extra={},
+    )
+    dispatch = {name: v[name] for name in _DISPATCH_FIELDS}
+    return CommandRecord(v["command_id"], issued, **dispatch)
+
+
 def encode(state: SagaState) -> dict[str, Any]:
     """The saga state as msgpack-ready data."""
     runs, box = state.runs, state.outbox
     return {
+        "version": VERSION,
         "runs": {
             "active": {kind: _encode_run(run) for kind, run in runs.active.items()},
             "started": runs.started,
@@ -73,7 +142,7 @@ def encode(state: SagaState) -> dict[str, Any]:
             "omitted": _encode_omitted(runs.omitted),
         },
         "outbox": {
-            "commands": [[getattr(r, n) for n in _RECORD_FIELDS] for r in box.commands.values()],
+            "commands": [_encode_record(r) for r in box.commands.values()],
             "pending": list(box.pending),
             "halted": None if box.halted is None else to_wire(box.halted),
             "halted_nid": box.halted_nid,
@@ -119,9 +188,13 @@ def _decode(data: dict[str, Any]) -> SagaState:
         r["registered_at"],
         _decode_omitted(r.get("omitted")),  # absent from snapshots older than the field
     )
+    version = data.get("version", 1)
+    if version not in (1, VERSION):
+        raise ValueError(f"saga state of version {version!r} (this build reads 1 and {VERSION})")
+    decode_record = _decode_record if version == VERSION else _decode_v1_record
     commands = {}
     for row in b["commands"]:
-        rec = CommandRecord(**dict(zip(_RECORD_FIELDS, row, strict=True)))
+        rec = decode_record(row)
         commands[rec.command_id] = rec
     box = Outbox(
         commands,

@@ -27,6 +27,7 @@ from saga_cluster import (
 from engine import saga as saga_mod
 from engine import saga_snapshot
 from engine.ledger import Ledger
+from engine.wire import from_wire
 
 AGENTS = ["a1", "a2", "a3"]
 TASKS = [f"job/{i}" for i in range(6)]  # launched before every history starts
@@ -270,3 +271,53 @@ def test_snapshot_and_reopen_give_the_same_saga(tmp_path):
         assert reopened.snapshot_problems == []
         assert reopened.saga == expected
         assert reopened.state_as_of(reopened.last_id).saga == expected
+
+
+def _as_version_1(data: dict) -> dict:
+    """A saga snapshot part as builds before version 2 wrote it: each command's fields one by
+    one (this list is that layout), no version key."""
+    old = dict(data)
+    del old["version"]
+    rows = []
+    for command_id, wire, not_before, *state in data["outbox"]["commands"]:
+        e = from_wire("CommandIssued", wire)
+        fields = [e.kind, e.task_id, e.rule, e.evidence, e.run_id, e.tasks, e.attempt]
+        fields += [e.retry_of, not_before, e.dry_run, e.time]
+        rows.append([command_id, *fields, *state])  # status ... new_task_id, as they were
+    old["outbox"] = dict(data["outbox"], commands=rows)
+    return old
+
+
+def test_a_snapshot_written_before_version_2_is_read(tmp_path):
+    """Version 1 stored each command field by field; its CommandIssued is rebuilt (caused by
+    its first evidence, as every command the saga issues; its own not_before lost once a
+    send failed, when the retry time had replaced it)."""
+    master = FakeMaster()
+    master.agent("a1")
+
+    def failing(command):
+        raise ConnectionError("no master")
+
+    with Ledger.open(tmp_path / "l") as ledger:
+        for task in TASKS:
+            ledger.task_created(task, job="job", time=0)
+            ledger.task_assigned(task, agent_id="a1", time=0)
+        master.launch("rogue/1", "a1")
+        ledger.kill_requested(TASKS[0], time=1)
+        ledger.reconcile("explicit", now=2)
+        ledger.tick(now=2)
+        ledger.dispatch(failing, now=2)  # every send fails once
+        step(ledger, master, 40)
+        state = ledger.saga
+    data = msgpack.unpackb(
+        msgpack.packb(saga_snapshot.encode(state), use_bin_type=True), strict_map_key=False
+    )
+    assert data["version"] == saga_snapshot.VERSION
+    old = saga_snapshot.decode(_as_version_1(data))
+    failed = [r for r in state.outbox.commands.values() if r.failures]
+    assert failed and len(failed) < len(state.outbox.commands)
+    for rec in failed:  # what version 1 could not keep
+        old_rec = old.outbox.commands[rec.command_id]
+        assert old_rec.issued == rec.issued._replace(not_before=None)
+        old_rec.issued = rec.issued
+    assert old == state
