@@ -92,6 +92,15 @@ class StatusUpdateReceived(NamedTuple):
     extra: Mapping[str, Any] = EMPTY
 
 
+# The fields of a StatusUpdateReceived copied from the Mesos TaskStatus field of the same name
+# (the others are every event's, or derived: is_reconciliation_answer).
+TASK_STATUS_FIELDS: tuple[str, ...] = tuple(
+    name
+    for name in StatusUpdateReceived._fields
+    if name not in ("time", "causation", "is_reconciliation_answer", "extra")
+)
+
+
 @kind
 class FrameworkRegistered(NamedTuple):
     """The master accepted our first SUBSCRIBE and gave us a framework id."""

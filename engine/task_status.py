@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from engine.events import EMPTY, StatusUpdateReceived
+from engine.events import EMPTY, TASK_STATUS_FIELDS, StatusUpdateReceived
 from engine.mesos_states import BY_NAME as _MESOS_STATES
 from engine.mesos_states import UnknownTaskState
 from engine.times import timestamp_problem
@@ -94,21 +94,7 @@ def nearest_state(name: str) -> str | None:
     return None
 
 
-_KNOWN_STATUS_FIELDS = frozenset(
-    {
-        "task_id",
-        "state",
-        "agent_id",
-        "executor_id",
-        "source",
-        "reason",
-        "message",
-        "timestamp",
-        "uuid",
-        "healthy",
-        "labels",
-    }
-)
+_KNOWN_STATUS_FIELDS = frozenset(TASK_STATUS_FIELDS)
 
 
 def _id_value(status: Mapping[str, Any], field: str) -> str | None:
