@@ -51,8 +51,8 @@ from engine.events import (
     StatusUpdateReceived,
 )
 from engine.lifecycle import RECONCILED
-from engine.mesos_states import BY_NAME as MESOS_STATES
-from engine.rules import CommandKind
+from engine.mesos_states import ALIVE
+from engine.rules import RULE_FOR, CommandKind, RuleId, RunStep, issue
 
 EXPLICIT = "explicit"
 IMPLICIT = "implicit"
@@ -60,11 +60,9 @@ KINDS = (EXPLICIT, IMPLICIT)
 _RECONCILE = CommandKind.RECONCILE.value
 _RECONCILED_NAMES = frozenset(s.value for s in RECONCILED)
 _UNKNOWN = "TASK_UNKNOWN"
-OMITTED_ASK = "R-IMPLICIT-OMITTED-ASK"
-# Mesos states that say the master holds the task alive: an implicit run must mention it.
-_HELD_ALIVE = frozenset(
-    name for name, info in MESOS_STATES.items() if not info.terminal and info.stored_by_master
-)
+_OMITTED_ASK = RULE_FOR[RunStep.OMISSIONS].value
+_EXPLICIT_ROUND: RuleId = RULE_FOR[RunStep.EXPLICIT_ROUND]
+_IMPLICIT_ROUND: RuleId = RULE_FOR[RunStep.IMPLICIT_ROUND]
 
 
 class UnknownRunKind(ValueError):
@@ -201,7 +199,7 @@ def evolve(runs: Runs, nid: int, event: Any, views: Any) -> Runs:
         if runs.omitted is not None:
             _heard(runs, event.task_id)
     elif kind is CommandIssued:
-        if event.rule == OMITTED_ASK:
+        if event.rule == _OMITTED_ASK:
             for task_id in event.tasks or ():
                 _heard(runs, task_id)
         if event.kind == _RECONCILE and event.run_id is not None:
@@ -278,12 +276,11 @@ def omissions(run: Run, completed_nid: int, views: Any) -> Omitted | None:
     mesos = views.mesos
     state_of, record = mesos.get, mesos.record
     answered, started = run.answered_tasks, run.started_nid
+    # What the master holds alive, it must mention (engine.mesos_states.ALIVE).
     tasks = sorted(
         task_id
         for task_id in mesos.tasks
-        if task_id not in answered
-        and state_of(task_id) in _HELD_ALIVE
-        and record(task_id).nid < started
+        if task_id not in answered and state_of(task_id) in ALIVE and record(task_id).nid < started
     )
     if not tasks:
         return None
@@ -355,9 +352,22 @@ def start(
     events: list[Any] = []
     old = runs.active.get(kind)
     if old is not None:
-        events.append(ReconciliationSuperseded(now, causation, old.run_id, run_id, trigger))
+        events.append(
+            ReconciliationSuperseded(
+                time=now, causation=causation, run_id=old.run_id, by_run_id=run_id, reason=trigger
+            )
+        )
     limit = config.explicit_limit if kind == EXPLICIT else config.implicit_limit
-    events.append(ReconciliationStarted(now, causation, run_id, kind, trigger, now + limit))
+    events.append(
+        ReconciliationStarted(
+            time=now,
+            causation=causation,
+            run_id=run_id,
+            kind=kind,
+            trigger=trigger,
+            deadline=now + limit,
+        )
+    )
     return events
 
 
@@ -431,57 +441,60 @@ def round_events(
     wait = backoff(run.run_id, round_, config)
     evidence = [run.started_nid]
     if run.kind == IMPLICIT:
-        command = CommandIssued(
+        command = issue(
+            _IMPLICIT_ROUND,
             now,
-            run.started_nid,
-            _RECONCILE,
-            None,
-            "R-IMPLICIT-ASK",
-            evidence,
-            run.run_id,
-            [],
-            round_,
-            None,
-            None,
-            dry_run,
+            evidence=evidence,
+            run_id=run.run_id,
+            tasks=[],
+            attempt=round_,
+            dry_run=dry_run,
         )
         next_at = now + max(config.implicit_quiet, wait)
-        return [command, ReconciliationRound(now, None, run.run_id, round_, 0, 1, 0, 0, next_at)]
+        return [
+            command,
+            ReconciliationRound(
+                time=now,
+                causation=None,
+                run_id=run.run_id,
+                round=round_,
+                asked=0,
+                batches=1,
+                answered=0,
+                remaining=0,
+                next_at=next_at,
+            ),
+        ]
     asks = explicit_asks(run, views)
     size = config.batch_size
     events: list[Any] = []
     for i, first in enumerate(range(0, len(asks), size)):
         not_before = now + i * config.batch_interval if config.batch_interval else None
         events.append(
-            CommandIssued(
+            issue(
+                _EXPLICIT_ROUND,
                 now,
-                run.started_nid,
-                _RECONCILE,
-                None,
-                "R-EXPLICIT-ROUND",
-                evidence,
-                run.run_id,
-                asks[first : first + size],
-                round_,
-                None,
-                not_before,
-                dry_run,
+                evidence=evidence,
+                run_id=run.run_id,
+                tasks=asks[first : first + size],
+                attempt=round_,
+                not_before=not_before,
+                dry_run=dry_run,
             )
         )
     batches = len(events)
     spread = (batches - 1) * config.batch_interval if batches else 0.0
-    answered = run.answered
     events.append(
         ReconciliationRound(
-            now,
-            None,
-            run.run_id,
-            round_,
-            len(asks),
-            batches,
-            answered,
-            len(asks),
-            now + spread + wait,
+            time=now,
+            causation=None,
+            run_id=run.run_id,
+            round=round_,
+            asked=len(asks),
+            batches=batches,
+            answered=run.answered,
+            remaining=len(asks),
+            next_at=now + spread + wait,
         )
     )
     return events
@@ -543,17 +556,17 @@ def complete(
     for rule_id, count in (extra_by_rule or {}).items():
         by_rule[rule_id] = by_rule.get(rule_id, 0) + count
     return ReconciliationCompleted(
-        now,
-        run.started_nid,
-        run.run_id,
-        run.kind,
-        outcome,
-        len(run.asked) if run.kind == EXPLICIT else 0,
-        run.answered,
-        run.answers,
-        unanswered,
-        run.rounds,
-        now - run.started_at,
-        by_cell,
-        by_rule,
+        time=now,
+        causation=run.started_nid,
+        run_id=run.run_id,
+        kind=run.kind,
+        outcome=outcome,
+        asked=len(run.asked) if run.kind == EXPLICIT else 0,
+        answered=run.answered,
+        answers=run.answers,
+        unanswered=unanswered,
+        rounds=run.rounds,
+        duration=now - run.started_at,
+        by_cell=by_cell,
+        by_rule=by_rule,
     )

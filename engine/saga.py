@@ -1,6 +1,6 @@
 """The reconciliation saga: pure decisions from (saga state, views, now) to the events to append.
 
-Two pure functions, the Decider/Saga pattern of DESIGN.md:
+Two pure functions (the Decider/Saga pattern):
 
 - `evolve(state, nid, event, views) -> state` keeps `SagaState` (the runs, the outbox, what
   each task has been asked, killed, lost or rescheduled for, the lifecycle side effects still
@@ -14,6 +14,11 @@ Two pure functions, the Decider/Saga pattern of DESIGN.md:
   same state decides nothing new, so a crash between deciding and appending loses nothing.
   Edge-triggered facts (a transition's side effects) are kept as obligations in the state until
   a SagaReacted, appended with the commands they produced, settles them.
+
+Every decision is a row of engine/rules.py: `decide` collects the triggers that hold (drift
+cells, side effects owed, timers, run steps, command outcomes) and `_Pass.fire` looks each
+up in the table and fires the rule: its commands, each kind issued with its per-task guards
+(one open kill, one loss, one replacement per task).
 
 Safety properties (tests/test_saga*.py check them):
 - every command has a rule and evidence; a KILL's evidence includes an update that showed the
@@ -31,12 +36,12 @@ Safety properties (tests/test_saga*.py check them):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from engine import reconciliation as rc
-from engine.drift_table import TABLE
+from engine.drift_table import TABLE, Cell
 from engine.events import (
     CommandCancelled,
     CommandConfirmed,
@@ -51,18 +56,24 @@ from engine.events import (
     TaskCreated,
     TaskMarkedLost,
 )
-from engine.lifecycle import TERMINAL, TRANSIENT, ScheduleStatus, SideEffect
+from engine.lifecycle import TRANSIENT, ScheduleStatus, SideEffect
 from engine.mesos_states import FINAL
-from engine.outbox import DISPATCHED, DispatchConfig, Outbox
+from engine.outbox import DISPATCHED, DONE_NAMES, DispatchConfig, Outbox
 from engine.outbox import evolve as outbox_evolve
 from engine.reconciliation import RunConfig, Runs
 from engine.rules import (
-    DRIFT_RULES,
-    EFFECT_RULES,
     MESOS_SAYS,
+    RULE_FOR,
     RULES,
+    Cause,
     CommandKind,
     MesosSays,
+    Outcome,
+    RuleId,
+    RunStep,
+    Timer,
+    Trigger,
+    issue,
 )
 from projections.views import Views
 
@@ -73,13 +84,14 @@ _MARK_LOST = CommandKind.MARK_LOST.value
 _TRANSIENT = frozenset(s.value for s in TRANSIENT)
 _PARTITIONED = ScheduleStatus.PARTITIONED.value
 _LOST = ScheduleStatus.LOST.value
-_DONE = frozenset(s.value for s in TERMINAL) | {ScheduleStatus.DELETED.value}
 _ACTIONABLE = frozenset(
     {SideEffect.KILL.value, SideEffect.RESCHEDULE.value, SideEffect.TRANSITION_TO_LOST.value}
 )
 _KILL_EFFECT = SideEffect.KILL.value
-_KILL_RULES = frozenset({"R-IMPLICIT-KILL-TERMINAL", "R-IMPLICIT-KILL-UNKNOWN"})
+_UPDATE, _UPDATE_LOST = Cause.UPDATE.value, Cause.UPDATE_LOST.value
+# R-KILL-CONFIRMED: what Mesos may say, after the kill was decided, that ends it.
 _GIVEN_UP = frozenset({MesosSays.TERMINAL, MesosSays.UNKNOWN})
+_INSTEAD_IF_RESCHEDULED = RULES[RULE_FOR[Outcome.RESCHEDULED]]
 
 
 @dataclass(frozen=True)
@@ -170,8 +182,8 @@ def _task_event(state: SagaState, nid: int, event: Any, views: Views) -> None:
             actions = tuple(e.value for e in effects if e in _ACTIONABLE)
             if actions:
                 cause = event.topic
-                if st == _LOST and cause == "StatusUpdateReceived":
-                    cause = "StatusUpdateReceived:LOST"
+                if st == _LOST and cause == _UPDATE:
+                    cause = _UPDATE_LOST
                 state.obligations.append(Obligation(nid, task_id, actions, cause))
     elif type(event) is StatusUpdateReceived:
         illegal = views.scheduler.illegal.get(task_id)
@@ -287,68 +299,105 @@ class _Pass:
         self.confirmed: set[str] = set()  # tasks whose open kill this pass confirmed
         self.by_run: dict[str, dict[str, int]] = {}
 
-    def issue(
+    def fire(
         self,
-        kind: str,
+        trigger: Trigger | tuple[Any, ...],
         task_id: str | None,
-        rule_id: str,
-        evidence: list[int],
-        *,
-        run_id: str | None = None,
-        tasks: list[str] | None = None,
-        attempt: int = 1,
-        retry_of: int | None = None,
-        not_before: float | None = None,
+        evidence: list[int] | Callable[[], list[int]],
+        **details: Any,
+    ) -> None:
+        """THE way a decision is taken: the rule `trigger` fires (engine.rules.RULE_FOR; none:
+        nothing), and its commands are issued. `evidence` (or a function computing it, if
+        building it costs) is what the decision rests on; `details` are the command's other
+        fields (run_id, tasks, attempt, retry_of), or for a confirming rule the command it
+        settles and how (command_id, outcome); `found_by_run` is the run whose kind finds the
+        trigger (a drift cell's), named by the command if the rule says so."""
+        rule_id = RULE_FOR.get(trigger)  # type: ignore[call-overload]
+        if rule_id is None:
+            return
+        rule = RULES[rule_id]
+        if rule.if_rescheduled and task_id in self.state.rescheduled:
+            rule = _INSTEAD_IF_RESCHEDULED
+        found_by_run = details.pop("found_by_run", None)
+        if found_by_run is not None and rule.counted_by_run:
+            details["run_id"] = found_by_run
+        if rule.asked_by is not None:
+            return  # the explicit run's next round asks (rule.asked_by)
+        if rule.confirms:
+            evidence = evidence() if callable(evidence) else evidence
+            self.events.append(
+                CommandConfirmed(
+                    time=self.now,
+                    causation=evidence[0],
+                    command_id=details["command_id"],
+                    outcome=details["outcome"],
+                )
+            )
+            self.confirmed.add(task_id)  # type: ignore[arg-type]
+            return
+        for kind in rule.commands:
+            _ISSUERS[kind](self, rule.id, task_id, evidence, **details)
+
+    def _issue(
+        self, rule_id: RuleId, task_id: str | None, evidence: list[int], **details: Any
     ) -> None:
         self.events.append(
-            CommandIssued(
-                self.now,
-                evidence[0] if evidence else None,
-                kind,
-                task_id,
+            issue(
                 rule_id,
-                evidence,
-                run_id,
-                tasks,
-                attempt,
-                retry_of,
-                not_before,
-                self.config.dry_run,
+                self.now,
+                evidence=evidence,
+                task_id=task_id,
+                dry_run=self.config.dry_run,
+                **details,
             )
         )
+        run_id = details.get("run_id")
         if run_id is not None:
             counts = self.by_run.setdefault(run_id, {})
-            counts[rule_id] = counts.get(rule_id, 0) + 1
+            counts[rule_id.value] = counts.get(rule_id.value, 0) + 1
 
-    def kill(self, task_id: str, rule_id: str, evidence: list[int], run_id: str | None) -> None:
+    def _kill(self, rule_id: RuleId, task_id: str, evidence: Any, **details: Any) -> None:
         state = self.state
-        if task_id in self.killing:
-            return
-        if task_id in state.open_kills and task_id not in self.confirmed:
-            return  # one open kill per task: it is retried, not doubled
-        not_before = None
-        episode = state.kill_episodes.get(task_id)
-        if episode is not None:
-            allowed = episode[1] + kill_backoff(episode[0], self.config)
-            if self.now < allowed:
-                not_before = allowed  # a task killed before waits out the backoff
-        self.issue(_KILL, task_id, rule_id, evidence, run_id=run_id, not_before=not_before)
+        if details.get("retry_of") is None:  # a retry is the open kill's next attempt
+            if task_id in self.killing:
+                return
+            if task_id in state.open_kills and task_id not in self.confirmed:
+                return  # one open kill per task: it is retried, not doubled
+            episode = state.kill_episodes.get(task_id)
+            if episode is not None:
+                allowed = episode[1] + kill_backoff(episode[0], self.config)
+                if self.now < allowed:
+                    details["not_before"] = allowed  # a task killed before waits out the backoff
+        self._issue(rule_id, task_id, evidence() if callable(evidence) else evidence, **details)
         self.killing.add(task_id)
 
-    def mark_lost(self, task_id: str, rule_id: str, evidence: list[int]) -> None:
+    def _mark_lost(self, rule_id: RuleId, task_id: str, evidence: Any, **details: Any) -> None:
         if task_id in self.losing or task_id in self.state.lost_marked:
             return
         sched = self.views.scheduler.tasks.get(task_id)
-        if sched is None or sched.state in _DONE:
+        if sched is None or sched.state in DONE_NAMES:
             return
-        self.issue(_MARK_LOST, task_id, rule_id, evidence)
+        self._issue(rule_id, task_id, evidence() if callable(evidence) else evidence, **details)
         self.losing.add(task_id)
 
-    def reschedule(self, task_id: str, rule_id: str, evidence: list[int]) -> None:
+    def _reschedule(self, rule_id: RuleId, task_id: str, evidence: Any, **details: Any) -> None:
         if task_id in self.rescheduling or task_id in self.state.rescheduled:
             return  # a task is replaced at most once
-        self.issue(_RESCHEDULE, task_id, rule_id, evidence)
+        self._issue(rule_id, task_id, evidence() if callable(evidence) else evidence, **details)
         self.rescheduling.add(task_id)
+
+    def _reconcile(self, rule_id: RuleId, task_id: None, evidence: Any, **details: Any) -> None:
+        self._issue(rule_id, task_id, evidence() if callable(evidence) else evidence, **details)
+
+
+# How each kind of command is issued: the per-task guards (one open kill, one loss, one
+# replacement) are part of issuing it.
+_ISSUERS: dict[str, Callable[..., None]] = {
+    _KILL: _Pass._kill,
+    _MARK_LOST: _Pass._mark_lost,
+    _RESCHEDULE: _Pass._reschedule,
+    _RECONCILE: _Pass._reconcile,
+}
 
 
 def _nids(*records: Any) -> list[int]:
@@ -364,8 +413,13 @@ def _confirm_kills(p: _Pass) -> None:
         # A final state ends it whenever it came; a resurrectable one (LOST) or TASK_UNKNOWN
         # only if Mesos said it after the kill was decided.
         if m.state in FINAL or (m.nid > track.first and MESOS_SAYS[m.state] in _GIVEN_UP):
-            p.events.append(CommandConfirmed(p.now, m.nid, track.latest, f"Mesos says {m.state}"))
-            p.confirmed.add(task_id)
+            p.fire(
+                Outcome.KILL_TOOK_EFFECT,
+                task_id,
+                [m.nid],
+                command_id=track.latest,
+                outcome=f"Mesos says {m.state}",
+            )
 
 
 def _retry_kills(p: _Pass) -> None:
@@ -382,41 +436,36 @@ def _retry_kills(p: _Pass) -> None:
             continue  # the master cannot deliver it: wait for the agent to come back
         if p.now < rec.dispatched_at + kill_backoff(track.attempts, p.config):
             continue
-        p.issue(
-            _KILL,
+        p.fire(
+            Timer.KILL_BACKOFF,
             task_id,
-            "R-KILL-RETRY",
             [track.latest, *_nids(m)],
             run_id=rec.run_id,
             attempt=track.attempts + 1,
             retry_of=track.latest,
         )
-        p.killing.add(task_id)
+
+
+def drift_triggers(views: Views) -> Iterator[tuple[str, Cell, MesosSays]]:
+    """(task, cell, what Mesos says) for every disagreement: the drift rules' triggers
+    (engine.rules.DriftCell), in the drift view's order."""
+    mesos_state = views.mesos.get
+    for task_id, (cell, _since) in views.drift.disagreements.items():
+        name = mesos_state(task_id)
+        yield task_id, cell, MesosSays.SILENT if name is None else MESOS_SAYS[name]
 
 
 def _drift_rules(p: _Pass) -> None:
-    views, state = p.views, p.state
-    mesos_state, mesos, sched = views.mesos.get, views.mesos.record, views.scheduler.record
-    active, open_kills, lost = state.runs.active, state.open_kills, state.lost_marked
-    labels: dict[Any, str] = {}
-    for task_id, (cell, _since) in views.drift.disagreements.items():
-        name = mesos_state(task_id)
-        says = MesosSays.SILENT if name is None else MESOS_SAYS[name]
-        label = labels.get(cell)
-        if label is None:
-            label = labels[cell] = cell.label
-        rule_id = DRIFT_RULES.get((label, says))
-        if rule_id in _KILL_RULES:
-            if task_id in open_kills and task_id not in p.confirmed:
-                continue  # one open kill per task (checked here: records are not free)
-            if task_id in state.rescheduled:
-                rule_id = "R-PARTITION-RETURNED-KILL"
-            run = active.get(TABLE[cell].value)
-            evidence = _nids(mesos(task_id), sched(task_id))
-            p.kill(task_id, rule_id, evidence, None if run is None else run.run_id)
-        elif rule_id == "R-EXPLICIT-TERMINAL" and task_id not in lost:
-            p.mark_lost(task_id, rule_id, _nids(mesos(task_id), sched(task_id)))
-        # R-UNREACHABLE-HOLD: nothing. R-*-ASK-AGAIN: the explicit run's next round asks.
+    views, active = p.views, p.state.runs.active
+    mesos, sched = views.mesos.record, views.scheduler.record
+    for task_id, cell, says in drift_triggers(views):
+        run = active.get(TABLE[cell].value)
+        p.fire(
+            (cell, says),  # a DriftCell, as a plain tuple: the same key, cheaper to build
+            task_id,
+            lambda task_id=task_id: _nids(mesos(task_id), sched(task_id)),
+            found_by_run=None if run is None else run.run_id,
+        )
 
 
 def _obligations(p: _Pass) -> None:
@@ -424,20 +473,9 @@ def _obligations(p: _Pass) -> None:
     for ob in p.state.obligations:
         upto = ob.nid
         for effect in ob.effects:
-            rule_id = EFFECT_RULES.get((effect, ob.cause))
-            if rule_id is None:
-                continue
-            kind = RULES[rule_id].commands[0]
-            if kind == _KILL:
-                if ob.task_id in p.state.rescheduled:
-                    rule_id = "R-PARTITION-RETURNED-KILL"
-                p.kill(ob.task_id, rule_id, [ob.nid], None)
-            elif kind == _RESCHEDULE:
-                p.reschedule(ob.task_id, rule_id, [ob.nid])
-            elif kind == _MARK_LOST:
-                p.mark_lost(ob.task_id, rule_id, [ob.nid])
+            p.fire((effect, ob.cause), ob.task_id, [ob.nid])  # a SideEffectOf
     if upto is not None:
-        p.events.append(SagaReacted(p.now, None, upto))
+        p.events.append(SagaReacted(time=p.now, causation=None, upto=upto))
 
 
 def _timers(p: _Pass) -> None:
@@ -457,13 +495,12 @@ def _timers(p: _Pass) -> None:
                 overdue.append(task_id)
                 evidence.append(sched[task_id].nid)
         elif now >= asked[1] + config.transient_grace and not in_window:
-            p.mark_lost(task_id, "R-TRANSIENT-LOST", [sched[task_id].nid, asked[0]])
+            p.fire(Timer.TRANSIENT_GRACE, task_id, [sched[task_id].nid, asked[0]])
     size = config.runs.batch_size
     for first in range(0, len(overdue), size):
-        p.issue(
-            _RECONCILE,
+        p.fire(
+            Timer.TRANSIENT_TIMEOUT,
             None,
-            "R-TRANSIENT-RECONCILE",
             evidence[first : first + size],
             tasks=overdue[first : first + size],
         )
@@ -471,8 +508,10 @@ def _timers(p: _Pass) -> None:
         return
     for task_id, since in state.partitioned.items():
         if now - since >= config.partition_timeout:
-            p.mark_lost(
-                task_id, "R-PARTITION-TIMEOUT", _nids(sched.get(task_id), mesos.get(task_id))
+            p.fire(
+                Timer.PARTITION_TIMEOUT,
+                task_id,
+                _nids(sched.get(task_id), mesos.get(task_id)),
             )
 
 
@@ -494,10 +533,9 @@ def _omitted_asks(p: _Pass) -> None:
     size = p.config.runs.batch_size
     for first in range(0, len(tasks), size):
         batch = tasks[first : first + size]
-        p.issue(
-            _RECONCILE,
+        p.fire(
+            RunStep.OMISSIONS,
             None,
-            "R-IMPLICIT-OMITTED-ASK",
             [omitted.started_nid, omitted.completed_nid, *_nids(*map(record, batch))],
             run_id=omitted.run_id,
             tasks=batch,
@@ -508,7 +546,9 @@ def _cancel_run_commands(p: _Pass, run: rc.Run, reason: str) -> None:
     pending = p.state.outbox.pending
     for cid in sorted(run.command_ids):
         if cid in pending:
-            p.events.append(CommandCancelled(p.now, None, cid, reason))
+            p.events.append(
+                CommandCancelled(time=p.now, causation=None, command_id=cid, reason=reason)
+            )
 
 
 def _runs(p: _Pass) -> None:
@@ -566,7 +606,11 @@ def decide(state: SagaState, views: Views, now: float, config: SagaConfig) -> li
     if not config.dry_run:
         for cid, rec in state.outbox.pending.items():
             if rec.dry_run:
-                p.events.append(CommandCancelled(now, None, cid, "dry run ended"))
+                p.events.append(
+                    CommandCancelled(
+                        time=now, causation=None, command_id=cid, reason="dry run ended"
+                    )
+                )
     _confirm_kills(p)
     _retry_kills(p)
     _drift_rules(p)

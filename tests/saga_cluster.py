@@ -3,7 +3,7 @@
 The fake master (the real simulated master is tools/sim) keeps just what reconciliation needs:
 which tasks it holds in which state on which agent, which agents are registered, unreachable,
 removed by the operator, or not yet re-registered after a master failover, and it answers an
-explicit reconciliation exactly as reference/reconciliation.md lists (including silence).
+explicit reconciliation as Mesos's master does (Master::reconcile, silence included).
 """
 
 from __future__ import annotations
@@ -12,10 +12,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.events import CommandIssued, KillRequested, StatusUpdateReceived
-from engine.ledger import Ledger
+from engine.events import (
+    CommandConfirmed,
+    CommandIssued,
+    KillRequested,
+    SagaReacted,
+    StatusUpdateReceived,
+)
+from engine.ledger import Ledger, LedgerState
 from engine.mesos_states import BY_NAME
-from engine.rules import RULES
+from engine.rules import MESOS_SAYS, RULE_FOR, RULES, MesosSays, Outcome
+from engine.saga import drift_triggers
 
 ALIVE = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING")
 _uuids = iter(range(1, 10**9))
@@ -192,6 +199,52 @@ def issued(ledger: Ledger) -> list[tuple[int, CommandIssued]]:
 
 def rules_fired(ledger: Ledger, kind: str | None = None) -> list[str]:
     return [e.rule for _, e in issued(ledger) if kind is None or e.kind == kind]
+
+
+def rules_in_log(events: Iterable[tuple[int, Any]]) -> set[str]:
+    """Every rule that fired in a log, found from the log alone (folded as the Ledger folds
+    it), through the decision table:
+
+    - a rule that issues commands: the `rule` of its CommandIssued events;
+    - a rule that confirms (R-KILL-CONFIRMED): a CommandConfirmed of a KILL caused by a
+      status update (a local command's confirmation is caused by the command itself);
+    - a rule whose question the explicit run asks (R-*-ASK-AGAIN): a later round of that run
+      asks about a task while the task's drift cell and Mesos's word are the rule's trigger;
+    - a rule that holds (issues nothing): the saga decided something (a command, a
+      SagaReacted) while some task's drift trigger was the rule's.
+    """
+    state = LedgerState()
+    confirming = RULE_FOR[Outcome.KILL_TOOK_EFFECT]
+    fired: set[str] = set()
+    for nid, e in events:
+        kind = type(e)
+        if kind is CommandIssued:
+            fired.add(e.rule)
+            if e.attempt > 1:
+                fired |= _asked_again(state, e)
+        elif kind is CommandConfirmed and e.causation != e.command_id:
+            record = state.saga.outbox.commands.get(e.command_id)
+            if record is not None and record.kind == "KILL":
+                fired.add(confirming)
+        if kind is CommandIssued or kind is SagaReacted:
+            for _task, cell, says in drift_triggers(state.views):
+                rule_id = RULE_FOR.get((cell, says))  # type: ignore[call-overload]
+                if rule_id is not None and not RULES[rule_id].commands:
+                    fired.add(rule_id)
+        state.apply(nid, e)
+    return fired
+
+
+def _asked_again(state: LedgerState, e: CommandIssued) -> set[str]:
+    views, found = state.views, set()
+    for task_id in e.tasks or ():
+        cell = views.drift.cell(task_id)
+        name = views.mesos.get(task_id)
+        says = MesosSays.SILENT if name is None else MESOS_SAYS[name]
+        rule_id = RULE_FOR.get((cell, says))  # type: ignore[call-overload]
+        if rule_id is not None and RULES[rule_id].asked_by == e.rule:
+            found.add(rule_id)
+    return found
 
 
 def kills(ledger: Ledger, task: str | None = None) -> list[tuple[int, CommandIssued]]:

@@ -1,4 +1,7 @@
-"""`taskledger rules`: the saga's decision table (engine/rules.py), as data."""
+"""`taskledger rules`: the saga's decision table (engine/rules.py), as data.
+
+What it prints is what runs: the rows engine/saga.py looks up, with the triggers each fires on.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,19 @@ def rules_json() -> dict:
     return {
         "schema": schema("rules"),
         "rules": [
-            {"id": r.id, "matches": r.matches, "commands": list(r.commands), "reason": r.reason}
+            {
+                "id": str(r.id),
+                "matches": r.matches,
+                "commands": list(r.commands),
+                "reason": r.reason,
+                "triggers": [rules.trigger_data(t) for t in r.triggers],
+                "asked_by": None if r.asked_by is None else str(r.asked_by),
+                "confirms": r.confirms,
+                "if_rescheduled": (
+                    str(rules.RULE_FOR[rules.Outcome.RESCHEDULED]) if r.if_rescheduled else None
+                ),
+                "counted_by_run": r.counted_by_run,
+            }
             for r in rules.RULES.values()
         ],
         "commands": [
@@ -27,8 +42,12 @@ def rules_json() -> dict:
             for kind, info in rules.COMMANDS.items()
         ],
         "drift_rules": [
-            {"cell": cell, "mesos_says": str(says), "rule": rule_id}
+            {"cell": cell.label, "mesos_says": str(says), "rule": str(rule_id)}
             for (cell, says), rule_id in rules.DRIFT_RULES.items()
+        ],
+        "effect_rules": [
+            {"effect": str(effect), "cause": str(cause), "rule": str(rule_id)}
+            for (effect, cause), rule_id in rules.EFFECT_RULES.items()
         ],
     }
 
@@ -38,8 +57,8 @@ def rules_json() -> dict:
 @json_option
 @handle_errors
 def rules_command(markdown: bool, as_json: bool) -> None:
-    """Print the reconciliation saga's decision table: every rule, what it matches, the
-    commands it issues and why; then the command kinds."""
+    """Print the reconciliation saga's decision table: every rule, what it matches and the
+    triggers the saga looks it up by, the commands it issues and why; then the command kinds."""
     if as_json:
         emit_json(rules_json())
         return
@@ -48,10 +67,12 @@ def rules_command(markdown: bool, as_json: bool) -> None:
         return
     out = console()
     table = Table(title="decision table (engine/rules.py)", title_justify="left", show_lines=True)
-    for name in ("rule", "matches", "commands", "reason"):
+    for name in ("rule", "matches", "fires on", "commands", "reason"):
         table.add_column(name)
-    for row in rules.as_rows():
-        table.add_row(*row)
+    for r, (rule_id, matches, commands, reason) in zip(
+        rules.RULES.values(), rules.as_rows(), strict=True
+    ):
+        table.add_row(rule_id, matches, rules.fires_on(r), commands, reason)
     out.print(table)
     kinds = Table(title="commands", title_justify="left")
     for name in ("command", "sent to Mesos", "idempotent", "destructive", "why"):
@@ -70,5 +91,5 @@ def rules_command(markdown: bool, as_json: bool) -> None:
     for name in ("cell (Mesos/scheduler)", "Mesos says", "rule"):
         lookup.add_column(name)
     for (cell, says), rule_id in rules.DRIFT_RULES.items():
-        lookup.add_row(cell, str(says), rule_id)
+        lookup.add_row(cell.label, str(says), str(rule_id))
     out.print(lookup)

@@ -33,11 +33,11 @@ from engine.events import (
     TaskCreated,
 )
 from engine.ledger import Ledger, LedgerState, state_digest
-from engine.rules import RULES
+from engine.rules import DRIFT_RULES, RULES, MesosSays
 from engine.wire import to_wire
 
 ALIVE = frozenset({"TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"})
-_DRIFT_KILLS = frozenset({"R-IMPLICIT-KILL-TERMINAL", "R-IMPLICIT-KILL-UNKNOWN"})
+_DRIFT_KILLS = frozenset(r for (_, says), r in DRIFT_RULES.items() if says is MesosSays.ALIVE)
 _EXPECTED_SEND_ERRORS = ("CallRefused(", "ConnectionError(")
 
 # The invariants by name (what a failing seed reports).

@@ -29,11 +29,12 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.events import CommandIssued, TaskAssigned
+from engine.events import TaskAssigned
 from engine.ledger import Ledger
 from engine.lifecycle import TERMINAL, ScheduleStatus
 from engine.mesos.core import JobSpec, SchedulerCore
 from engine.mesos.driver import PymesosDriver
+from engine.rules import RuleId, issue
 from engine.saga import SagaConfig
 from tools.sim import protocol
 from tools.sim.cluster import REMOVED, CloseStream, Cluster, Emit, SimConfig
@@ -428,8 +429,8 @@ class World:
             )
             if silent:
                 self._silenced.add(event.task_id)
-                kill = CommandIssued(
-                    self.now, nid, "KILL", event.task_id, "R-IMPLICIT-KILL-UNKNOWN", [nid]
+                kill = issue(
+                    RuleId.IMPLICIT_KILL_UNKNOWN, self.now, evidence=[nid], task_id=event.task_id
                 )
                 ledger.append([kill])
 
