@@ -7,18 +7,24 @@ and, when asked, the drift timeline by cell (launches in flight apart: tools/for
 launches.py) and each drift episode: when its first evidence was recorded, when the ledger
 learned of the drift, and when it converged.
 
-Pure: data in, data out (the caller reads the log). The views are evolved with the Ledger's
-own `LedgerState.apply`, so "what the ledger believed" here is what the Ledger believed.
+Pure: data in, data out (the caller reads the log). The state is the Ledger's own
+`LedgerState`, folded with its `apply`, so "what the ledger believed" here is what the Ledger
+believed: a run is the saga's record of it (engine.reconciliation.Run) and a command the
+outbox's (engine.outbox.CommandRecord: its status and outcome are the saga's), each with what
+an audit keeps beside it (a run's ordinal, rounds and end; a command's reports, what it
+found, and a question's answers).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from engine import outbox
+from engine import reconciliation as rc
 from engine.drift_table import TABLE, Cell, FoundBy
 from engine.events import (
     CommandCancelled,
@@ -36,6 +42,7 @@ from engine.events import (
     TaskMarkedLost,
 )
 from engine.ledger import LedgerState
+from engine.rules import CommandKind
 from tools.forensics import outcomes
 from tools.forensics.launches import in_flight
 from tools.forensics.times import DATABLE_FROM, DATABLE_UNTIL
@@ -49,8 +56,9 @@ COMMAND_STEPS: tuple[type, ...] = (
     TaskMarkedLost,
 )
 # The command kind whose `tasks` is a batch of questions, not an action on one task.
-RECONCILE = outcomes.RECONCILE
-RESCHEDULE = "RESCHEDULE"
+RECONCILE = CommandKind.RECONCILE.value
+RESCHEDULE = CommandKind.RESCHEDULE.value
+_SETTLING = (CommandConfirmed, CommandCancelled)
 # What a task is in the drift timeline besides a disagreeing cell: a launch in flight.
 IN_FLIGHT = "in flight"
 
@@ -80,38 +88,51 @@ class TaskEvent(NamedTuple):
 
 @dataclass
 class Run:
-    """A reconciliation run, from its start to its end (if it ended)."""
+    """A reconciliation run, from its start to its end (if it ended): the saga's own record
+    of it (`saga`, engine.reconciliation.Run, as it stood when the run ended), and what an
+    audit keeps beside it."""
 
-    run_id: str
+    saga: rc.Run
     ordinal: int  # 1 for the first run in the log: "run #12"
-    kind: str
-    trigger: str
-    nid: int
-    time: float
-    deadline: float
     rounds: list[tuple[int, ReconciliationRound]] = field(default_factory=list)
     end_nid: int | None = None
     end_time: float | None = None
     outcome: str | None = None  # "answered", "quiet", "limit", "superseded"; None: running
     completed: ReconciliationCompleted | None = None
     superseded_by: str | None = None
-    commands: list[int] = field(default_factory=list)
+    commands: list[int] = field(default_factory=list)  # every command naming the run
+
+    run_id = property(lambda self: self.saga.run_id)
+    kind = property(lambda self: self.saga.kind)
+    trigger = property(lambda self: self.saga.trigger)
+    nid = property(lambda self: self.saga.started_nid)
+    time = property(lambda self: self.saga.started_at)
+    deadline = property(lambda self: self.saga.deadline)
 
     @property
     def duration(self) -> float | None:
         return None if self.end_time is None else self.end_time - self.time
 
 
+# The outbox's status of a command -> what an audit calls it ("retried": a dispatched KILL
+# that a later KILL retries; "failed" after a dispatch: it was dispatched).
+_STATUS = {
+    outbox.ISSUED: "pending",
+    outbox.FAILED: "failed",
+    outbox.DISPATCHED: "dispatched",
+    outbox.RETRIED: "dispatched",
+    outbox.CONFIRMED: "confirmed",
+    outbox.CANCELLED: "cancelled",
+}
+
+
 @dataclass
 class Command:
-    """A command the saga issued, with what became of it."""
+    """A command the saga issued: the outbox's record of it (`record`, engine.outbox, as the
+    fold left it), with every event that reported on it and what it found."""
 
-    nid: int  # its command id
-    event: CommandIssued
+    record: outbox.CommandRecord
     steps: list[tuple[int, Any]] = field(default_factory=list)
-    outcome: str | None = None  # CommandConfirmed.outcome, "cancelled: <reason>", or None
-    outcome_nid: int | None = None
-    outcome_time: float | None = None
     found: Moment | None = None  # the task as the views held it when the command was issued
     # RECONCILE only: how many tasks it asked about (None: implicit, every task), how many
     # answered after it was issued, and when the first and the last of them came.
@@ -120,17 +141,11 @@ class Command:
     first_answer_time: float | None = None
     last_answer_time: float | None = None
 
-    @property
-    def kind(self) -> str:
-        return self.event.kind
-
-    @property
-    def rule(self) -> str:
-        return self.event.rule
-
-    @property
-    def run_id(self) -> str | None:
-        return self.event.run_id
+    nid = property(lambda self: self.record.command_id)  # its command id
+    event = property(lambda self: self.record.issued)  # the CommandIssued
+    kind = property(lambda self: self.record.kind)
+    rule = property(lambda self: self.record.rule)
+    run_id = property(lambda self: self.record.run_id)
 
     def tasks(self) -> tuple[str, ...]:
         if self.event.task_id is not None:
@@ -138,16 +153,35 @@ class Command:
         return tuple(self.event.tasks or ())
 
     @property
+    def settled(self) -> bool:
+        return self.record.status in (outbox.CONFIRMED, outbox.CANCELLED)
+
+    @property
     def status(self) -> str:
         """ "confirmed", "cancelled", "dispatched", "failed" or "pending"."""
-        if self.outcome_nid is not None:
-            return "cancelled" if self.outcome.startswith("cancelled") else "confirmed"
-        kinds = [type(e) for _, e in self.steps]
-        if CommandDispatched in kinds:
+        rec = self.record
+        if rec.status == outbox.FAILED and rec.dispatched_at is not None:
             return "dispatched"
-        if CommandFailed in kinds:
-            return "failed"
-        return "pending"
+        return _STATUS[rec.status]
+
+    @property
+    def outcome(self) -> str | None:
+        """CommandConfirmed.outcome, "cancelled: <reason>", or None."""
+        rec = self.record
+        if rec.status == outbox.CANCELLED:
+            return f"cancelled: {rec.outcome}"
+        return rec.outcome if rec.status == outbox.CONFIRMED else None
+
+    @property
+    def outcome_nid(self) -> int | None:
+        """The id of the event that settled it (confirmed or cancelled), or None."""
+        if not self.settled:
+            return None
+        return next((nid for nid, e in reversed(self.steps) if type(e) in _SETTLING), None)
+
+    @property
+    def outcome_time(self) -> float | None:
+        return self.record.settled_at if self.settled else None
 
     @property
     def answers(self) -> str | None:
@@ -323,8 +357,7 @@ def build(
     if task is not None or tasks is not None:
         keep = set(tasks or ()) | ({task} if task is not None else set())
     track = _Timeline(index) if timeline else None
-    active: dict[str, set[str] | None] = {}  # running run -> tasks it asked about (None: all)
-    asks = _Asks()
+    fold = _Fold(index, keep)
     low, high = DATABLE_FROM, DATABLE_UNTIL
     for nid, event in events:
         kind = type(event)
@@ -351,83 +384,97 @@ def build(
         else:
             st.apply(nid, event)
         index.upto = nid
-
-        if kind is ReconciliationStarted:
-            index.runs[event.run_id] = Run(
-                event.run_id,
-                len(index.runs) + 1,
-                event.kind,
-                event.trigger,
-                nid,
-                event.time,
-                event.deadline,
-            )
-            active[event.run_id] = set() if event.kind == "explicit" else None
-        elif kind is ReconciliationRound:
-            run = index.runs.get(event.run_id)
-            if run is not None:
-                run.rounds.append((nid, event))
-        elif kind is ReconciliationCompleted or kind is ReconciliationSuperseded:
-            run = index.runs.get(event.run_id)
-            if run is not None:
-                run.end_nid, run.end_time = nid, event.time
-                if kind is ReconciliationCompleted:
-                    run.outcome, run.completed = event.outcome, event
-                else:
-                    run.outcome, run.superseded_by = "superseded", event.by_run_id
-            active.pop(event.run_id, None)
-            asks.run_ended(event.run_id)
-        elif kind is CommandIssued:
-            command = Command(nid, event)
-            index.commands[nid] = command
-            run = index.runs.get(event.run_id) if event.run_id is not None else None
-            if run is not None:
-                run.commands.append(nid)
-            if event.kind == RECONCILE:
-                asks.issued(command)
-                if event.run_id in active:
-                    asked = active[event.run_id]
-                    if asked is not None:
-                        asked.update(event.tasks or ())
-            for x in command.tasks():
-                if keep is None or x in keep:
-                    _add(index, x, nid, event)
-            if event.task_id is not None:
-                command.found = moment(st, nid, event.task_id)
-        elif kind in COMMAND_STEPS:
-            command = index.commands.get(event.command_id)
-            if command is None:
-                continue
-            command.steps.append((nid, event))
-            if kind is CommandConfirmed:
-                command.outcome, command.outcome_nid, command.outcome_time = (
-                    event.outcome,
-                    nid,
-                    event.time,
-                )
-                if event.causation is not None:
-                    index.confirms[event.causation] = event.command_id
-            elif kind is CommandCancelled:
-                command.outcome = f"cancelled: {event.reason}"
-                command.outcome_nid, command.outcome_time = nid, event.time
-            about = (task_id,) if task_id is not None else command.tasks()
-            for x in about:
-                if keep is None or x in keep:
-                    _add(index, x, nid, event)
-        elif kind is DispatchResumed:
-            index.resumes.append((nid, event))
-        elif task_id is not None:
-            if kind is TaskCreated:
-                _created(index, event)
-            elif kind is StatusUpdateReceived and event.is_reconciliation_answer:
-                asks.answer(task_id, t)
-            if keep is None or task_id in keep:
-                _add(index, task_id, nid, event)
-                if kind is StatusUpdateReceived and event.is_reconciliation_answer and active:
-                    index.answers_run[nid] = _answered_run(active, task_id)
+        _FOLD.get(kind, _Fold.about_task)(fold, nid, event)
     if track is not None:
         track.finish()
     return index
+
+
+class _Fold:
+    """What each kind of event adds to the index, once the Ledger's state has it."""
+
+    def __init__(self, index: LogIndex, keep: set[str] | None) -> None:
+        self.index = index
+        self.keep = keep  # the tasks whose events are kept (None: every task)
+        self.asks = _Asks()
+
+    def _add(self, task_id: str, nid: int, event: Any) -> None:
+        if self.keep is None or task_id in self.keep:
+            _add(self.index, task_id, nid, event)
+
+    def run_started(self, nid: int, e: ReconciliationStarted) -> None:
+        # The saga's record of the run, which it updates until the run ends.
+        saga = self.index.state.saga.runs.active[e.kind]
+        self.index.runs[e.run_id] = Run(saga, len(self.index.runs) + 1)
+
+    def run_round(self, nid: int, e: ReconciliationRound) -> None:
+        run = self.index.runs.get(e.run_id)
+        if run is not None:
+            run.rounds.append((nid, e))
+
+    def run_ended(self, nid: int, e: Any) -> None:
+        run = self.index.runs.get(e.run_id)
+        if run is not None:
+            run.end_nid, run.end_time = nid, e.time
+            if type(e) is ReconciliationCompleted:
+                run.outcome, run.completed = e.outcome, e
+            else:
+                run.outcome, run.superseded_by = "superseded", e.by_run_id
+        self.asks.run_ended(e.run_id)
+
+    def issued(self, nid: int, e: CommandIssued) -> None:
+        index = self.index
+        command = index.commands[nid] = Command(index.state.saga.outbox.commands[nid])
+        run = index.runs.get(e.run_id) if e.run_id is not None else None
+        if run is not None:
+            run.commands.append(nid)
+        if e.kind == RECONCILE:
+            self.asks.issued(command)
+        for x in command.tasks():
+            self._add(x, nid, e)
+        if e.task_id is not None:
+            command.found = moment(index.state, nid, e.task_id)
+
+    def command_step(self, nid: int, e: Any) -> None:
+        command = self.index.commands.get(e.command_id)
+        if command is None:
+            return
+        command.steps.append((nid, e))
+        if type(e) is CommandConfirmed and e.causation is not None:
+            self.index.confirms[e.causation] = e.command_id
+        task_id = getattr(e, "task_id", None)
+        for x in (task_id,) if task_id is not None else command.tasks():
+            self._add(x, nid, e)
+
+    def resumed(self, nid: int, e: DispatchResumed) -> None:
+        self.index.resumes.append((nid, e))
+
+    def about_task(self, nid: int, e: Any) -> None:
+        task_id = getattr(e, "task_id", None)
+        if task_id is None:
+            return
+        kind = type(e)
+        answer = kind is StatusUpdateReceived and e.is_reconciliation_answer
+        if kind is TaskCreated:
+            _created(self.index, e)
+        elif answer:
+            self.asks.answer(task_id, e.time)
+        if self.keep is None or task_id in self.keep:
+            _add(self.index, task_id, nid, e)
+            runs = self.index.state.saga.runs
+            if answer and runs.active:
+                self.index.answers_run[nid] = _answered_run(runs, task_id)
+
+
+_FOLD: dict[type, Callable[[_Fold, int, Any], None]] = {
+    ReconciliationStarted: _Fold.run_started,
+    ReconciliationRound: _Fold.run_round,
+    ReconciliationCompleted: _Fold.run_ended,
+    ReconciliationSuperseded: _Fold.run_ended,
+    CommandIssued: _Fold.issued,
+    **{kind: _Fold.command_step for kind in COMMAND_STEPS},
+    DispatchResumed: _Fold.resumed,
+}
 
 
 def _created(index: LogIndex, event: TaskCreated) -> None:
@@ -573,14 +620,14 @@ def _add(index: LogIndex, task_id: str, nid: int, event: Any) -> None:
         events.append(row)
 
 
-def _answered_run(active: dict[str, set[str] | None], task_id: str) -> str:
+def _answered_run(runs: rc.Runs, task_id: str) -> str:
     """The running run a reconciliation answer belongs to: the newest that asked about
     the task, else the newest implicit one, else the newest."""
-    runs = list(active.items())
-    for run_id, asked in reversed(runs):
-        if asked is not None and task_id in asked:
-            return run_id
-    for run_id, asked in reversed(runs):
-        if asked is None:
-            return run_id
-    return runs[-1][0]
+    active = list(runs.active.values())
+    for run in reversed(active):
+        if run.kind == rc.EXPLICIT and task_id in run.asked:
+            return run.run_id
+    for run in reversed(active):
+        if run.kind == rc.IMPLICIT:
+            return run.run_id
+    return active[-1].run_id

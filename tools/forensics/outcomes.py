@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from engine.rules import CommandKind
+
 # Why a run stopped waiting (engine/reconciliation.py's outcomes), as a clause.
 RUN_ENDS: dict[str, str] = {
     "answered": "ended when every task it asked about had answered",
@@ -19,7 +21,7 @@ RUN_ENDS: dict[str, str] = {
     "limit": "ended at its time limit",
     "superseded": "was superseded",
 }
-RECONCILE = "RECONCILE"
+RECONCILE = CommandKind.RECONCILE.value
 # A RECONCILE command's answers: every task asked answered (an implicit one: any answer),
 # some, or none yet.
 ANSWERED, PARTLY, UNANSWERED = "answered", "partly answered", "unanswered"
