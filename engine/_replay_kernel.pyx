@@ -11,8 +11,15 @@ Three ways through, each falling back to the next when unsure:
    events write: arrays, nil, booleans, ints, float64, str, bin, an empty map); only the
    task id becomes a Python object, repeated texts (state, source, reason, agent) are
    matched against the last one seen per field. Anything outside that subset -> 2.
-2. unpacked: msgpack.unpackb, then the same apply from the Python values. Used for all
-   records when `after` needs event tuples (a LedgerState's saga and dedup memory).
+2. unpacked: msgpack.unpackb, then the same apply from the Python values, and the event
+   tuple handed to `after` (a LedgerState's saga and dedup memory) when the saga needs it.
+
+A LedgerState's saga and dedup memory mostly need nothing of these kinds: the saga's evolve
+changes its state for one only while it `listens` (a reconciliation run is active), when the
+event moved its task (a few dict updates, `saga.task_moved`, mirrored here), or for an
+illegal move of a status update (those take way 2); the dedup memory stores a status
+update's uuid in its 24-byte slot (mirrored here; other uuids take way 2). So way 1 serves
+a LedgerState too while the saga does not listen: engine/saga.py says what its evolve reads.
 3. Python: anything else (other kinds, other versions, odd field types, an illegal
    transition, a duplicate creation, a stale Mesos update, a bad checksum, a damaged
    record) goes to the Python code this mirrors, which raises the same errors and records
@@ -27,11 +34,13 @@ records included.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.dict cimport PyDict_Contains, PyDict_DelItem, PyDict_GetItem, PyDict_SetItem
+from cpython.dict cimport PyDict_Size
+from cpython.float cimport PyFloat_FromDouble
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 from msgpack import unpackb as _unpack
 
@@ -345,8 +354,20 @@ cdef class Kernel:
     cdef bint held  # columns and counts taken by _acquire, not yet handed back
     # events applied per topic number (the 5th item of a topic's spec)
     cdef long long[::1] by_topic
+    # A LedgerState's saga and dedup memory (engine/saga.py, engine/dedup.py), if replaying
+    # into one; `quiet`: the saga does not listen (see the module docstring).
+    cdef bint ledger, quiet
+    cdef object saga, listens, obligation, cause_update, cause_update_lost
+    cdef dict transient, partitioned, transient_asked, uuid_other
+    cdef list obligations, move_actions
+    cdef unsigned char[::1] saga_transient, uuid_slots
+    cdef int saga_partitioned, saga_lost, uuid_width
+    cdef tuple topic_cause
+    cdef object _uuids
 
-    def __init__(self, views, tables):
+    def __init__(self, views, tables, ledger=None):
+        """`ledger`: the LedgerState whose views these are, to apply its saga's and dedup
+        memory's part of the kernel's events too (None: the views alone)."""
         self.views = views
         self.index = views.index
         self.rows = self.index.rows
@@ -402,6 +423,23 @@ cdef class Kernel:
         self.last_topic = 0
         self.c_state.length = self.c_source.length = self.c_reason.length = -1
         self.c_agent.length = self.c_job.length = -1
+        self.ledger = ledger is not None
+        self.quiet = False
+        if self.ledger:
+            if ledger.views is not views:
+                raise ValueError("the LedgerState's views are not these")
+            self.saga = ledger.saga
+            self.uuid_other = ledger.last_uuid._other
+            self.listens = tables["saga_listens"]
+            self.obligation = tables["saga_obligation"]
+            self.move_actions = tables["saga_move_actions"]
+            self.saga_transient = tables["saga_transient"]
+            self.saga_partitioned = tables["saga_partitioned"]
+            self.saga_lost = tables["saga_lost"]
+            self.cause_update, self.cause_update_lost = tables["saga_update_causes"]
+            self.topic_cause = tables["saga_topic_cause"]
+            self.uuid_width = tables["uuid_width"]
+            self._uuids = ledger.last_uuid
 
     # -- the views' Python-side state, in and out -------------------------------------------
     cdef void _acquire(self) except *:
@@ -428,6 +466,14 @@ cdef class Kernel:
         self.m_count = m._count
         self.s_count = s._count
         self.d_count = d._count
+        if self.ledger:
+            self.uuid_slots = self._uuids._slots
+            saga = self.saga
+            self.transient = saga.transient
+            self.partitioned = saga.partitioned
+            self.transient_asked = saga.transient_asked
+            self.obligations = saga.obligations
+            self.quiet = not self.listens(saga)
         self.held = True
 
     cdef void _release(self) except *:
@@ -444,6 +490,7 @@ cdef class Kernel:
         self.m_timestamp = self.m_time = self.s_time = None
         self.m_nid = self.s_nid = self.d_since = None
         self.s_failures = None
+        self.uuid_slots = None
 
     cdef void _store_counts(self) except *:
         self.mesos._count = self.m_count
@@ -529,11 +576,11 @@ cdef class Kernel:
         its texts are not interned: check this before computing their codes)."""
         return self.stale_table[self.m_state[row] * self.mesos_width + mcode]
 
-    cdef void _status(self, Py_ssize_t row, int64_t nid, double time, object task_id,
+    cdef bint _status(self, Py_ssize_t row, int64_t nid, double time, object task_id,
                       int mcode, bint stale, int source, int reason, int agent,
-                      bint has_timestamp, double timestamp, bint answer) except *:
+                      bint has_timestamp, double timestamp, bint answer) except -1:
         """Views.apply for a StatusUpdateReceived at `row` (texts as codes, computed only
-        if not `stale`; agent -1: none)."""
+        if not `stale`; agent -1: none). True if it moved the task."""
         cdef int sw = self.sched_width
         cdef int before = self.cell_at[self.m_state[row] * sw + self.s_state[row]]
         # MesosView.update
@@ -558,19 +605,20 @@ cdef class Kernel:
             self.m_nid[row] = nid
             self.m_time[row] = time
         # SchedulerView.move to the state Aurora maps this Mesos state to
-        self._move(row, nid, time, task_id, self.target_of_mesos[mcode])
+        cdef bint moved = self._move(row, nid, time, task_id, self.target_of_mesos[mcode])
         cdef int after = self.cell_at[self.m_state[row] * sw + self.s_state[row]]
         if after != before:
             self._enter(row, after, nid, task_id)
+        return moved
 
     cdef bint _creatable(self, object task_id) except -1:
         """Whether Views._created would create the task anew (not a duplicate)."""
         cdef PyObject* found = PyDict_GetItem(self.rows, task_id)
         return found == NULL or self.s_state[<Py_ssize_t><object>found] == 0
 
-    cdef void _created(self, int64_t nid, double time, object task_id, int job,
-                       int instance) except *:
-        """Views._created for a task _creatable says is new."""
+    cdef Py_ssize_t _created(self, int64_t nid, double time, object task_id, int job,
+                             int instance) except -1:
+        """Views._created for a task _creatable says is new; its row."""
         cdef Py_ssize_t row = self._row(task_id)
         self.s_state[row] = self.pending
         self.s_previous[row] = self.init
@@ -583,11 +631,48 @@ cdef class Kernel:
         self.s_effects[row] = self.created_effects
         self.s_count += 1
         self._place(row, nid, task_id)
+        return row
 
     cdef Py_ssize_t _assignable(self, object task_id) except -2:
         """The row Views._assigned would work on, or -1 (no row: the Python path)."""
         cdef PyObject* found = PyDict_GetItem(self.rows, task_id)
         return -1 if found == NULL else <Py_ssize_t><object>found
+
+    # -- a LedgerState's saga and dedup memory -------------------------------------------------
+    cdef bint _illegal(self, Py_ssize_t row, int target) noexcept:
+        """Whether SchedulerView.move of the task at `row` (-1: none yet, so unknown to the
+        scheduler) towards `target` is an illegal ask; read before anything changes."""
+        return self.step_kind[target if row < 0 else self._step(row, target)] == STEP_ILLEGAL
+
+    cdef void _saga_moved(self, Py_ssize_t row, int64_t nid, double time, object task_id,
+                          int kind) except *:
+        """saga.task_moved for the move the event at `nid` (of fast kind `kind`) just made."""
+        cdef int st = self.s_state[row]
+        if PyDict_Size(self.transient) and PyDict_Contains(self.transient, task_id):
+            PyDict_DelItem(self.transient, task_id)
+        if self.saga_transient[st]:
+            PyDict_SetItem(self.transient, task_id, PyFloat_FromDouble(time))
+        if PyDict_Size(self.partitioned) and PyDict_Contains(self.partitioned, task_id):
+            PyDict_DelItem(self.partitioned, task_id)
+        if st == self.saga_partitioned:
+            PyDict_SetItem(self.partitioned, task_id, PyFloat_FromDouble(time))
+        if PyDict_Size(self.transient_asked) and PyDict_Contains(self.transient_asked, task_id):
+            PyDict_DelItem(self.transient_asked, task_id)
+        actions = self.move_actions[self.s_effects[row]]
+        if actions is not None:
+            if st == self.saga_lost and kind == K_STATUS:
+                cause = self.cause_update_lost
+            else:
+                cause = self.topic_cause[kind]
+            self.obligations.append(self.obligation(nid, task_id, actions, cause))
+
+    cdef void _remember(self, Py_ssize_t row, object task_id,
+                        const unsigned char* uuid) except *:
+        """LastUuids.remember for a uuid that fits its slot (ASCII, the slot's width, no
+        NUL)."""
+        memcpy(&self.uuid_slots[row * self.uuid_width], uuid, self.uuid_width)
+        if PyDict_Size(self.uuid_other) and PyDict_Contains(self.uuid_other, task_id):
+            PyDict_DelItem(self.uuid_other, task_id)
 
     # -- way 1: the record's bytes, read in place ---------------------------------------------
     cdef int _topic(self, const unsigned char* s, Py_ssize_t n) noexcept:
@@ -643,8 +728,11 @@ cdef class Kernel:
         cdef const unsigned char* agent = NULL
         cdef const unsigned char* source = NULL
         cdef const unsigned char* reason = NULL
-        cdef Py_ssize_t state_n = 0, agent_n = 0, source_n = 0, reason_n = 0
+        cdef const unsigned char* uuid = NULL
+        cdef Py_ssize_t state_n = 0, agent_n = 0, source_n = 0, reason_n = 0, uuid_n = 0
         cdef int agent_kind, source_kind, reason_kind, ts_kind, answer, mcode
+        cdef int uuid_kind = F_NIL
+        cdef bint moved
         cdef int source_code = 0, reason_code = 0, agent_code = -1
         cdef double timestamp = 0.0
         cdef Py_ssize_t row
@@ -662,8 +750,17 @@ cdef class Kernel:
         if reason_kind == F_BAIL or _skip(w) != 0:
             return 1
         ts_kind = _f64(w, &timestamp)
-        if (ts_kind == F_BAIL or _skip(w) != 0 or _skip(w) != 0 or _skip(w) != 0
-                or _bool(w, &answer) != 0 or _empty_map(w) != 0 or w.p != w.end):
+        if ts_kind == F_BAIL:
+            return 1
+        if self.ledger:  # the dedup memory's uuid
+            uuid_kind = _str(w, &uuid, &uuid_n)
+            if uuid_kind == F_BAIL or (uuid_kind == F_VALUE and (
+                    uuid_n != self.uuid_width or memchr(uuid, 0, uuid_n) != NULL)):
+                return 1  # one the memory keeps aside: the unpacked way
+        elif _skip(w) != 0:
+            return 1
+        if (_skip(w) != 0 or _skip(w) != 0 or _bool(w, &answer) != 0
+                or _empty_map(w) != 0 or w.p != w.end):
             return 1
         if _cached(&self.c_state, state, state_n):
             mcode = self.c_state.code
@@ -676,15 +773,25 @@ cdef class Kernel:
             mcode = <int><object>found
             _remember(&self.c_state, state, state_n, mcode)
         task_id = PyUnicode_DecodeUTF8(<const char*>task, task_n, NULL)
-        row = self._row(task_id)
+        found = PyDict_GetItem(self.rows, task_id)
+        row = -1 if found == NULL else <Py_ssize_t><object>found
+        if self.ledger and self._illegal(row, self.target_of_mesos[mcode]):
+            return 1  # the saga may owe a kill for it: the unpacked way hands it to evolve
+        if row < 0:
+            row = self._row(task_id)
         stale = self._stale(row, mcode)
         if not stale:  # interned in MesosView.update's order
             source_code = self._text_code(&self.c_source, source_kind, source, source_n)
             reason_code = self._text_code(&self.c_reason, reason_kind, reason, reason_n)
             if agent_kind == F_VALUE:
                 agent_code = self._text_code(&self.c_agent, F_VALUE, agent, agent_n)
-        self._status(row, nid, time, task_id, mcode, stale, source_code, reason_code,
-                     agent_code, ts_kind == F_VALUE, timestamp, answer)
+        moved = self._status(row, nid, time, task_id, mcode, stale, source_code, reason_code,
+                             agent_code, ts_kind == F_VALUE, timestamp, answer)
+        if self.ledger:
+            if moved:
+                self._saga_moved(row, nid, time, task_id, K_STATUS)
+            if uuid_kind == F_VALUE:
+                self._remember(row, task_id, uuid)
         self.by_topic[topic] += 1
         return 0
 
@@ -696,6 +803,7 @@ cdef class Kernel:
         cdef uint64_t instance = 0
         cdef bint has_instance
         cdef int job_code, instance_code
+        cdef Py_ssize_t row
         # job, instance, extra
         job_kind = _str(w, &job, &job_n)
         if job_kind == F_BAIL or w.p >= w.end:
@@ -713,7 +821,9 @@ cdef class Kernel:
             return 1
         job_code = self._text_code(&self.c_job, job_kind, job, job_n)  # then the instance's
         instance_code = self._code(<long long>instance) if has_instance else 0
-        self._created(nid, time, task_id, job_code, instance_code)
+        row = self._created(nid, time, task_id, job_code, instance_code)
+        if self.ledger:
+            self._saga_moved(row, nid, time, task_id, K_CREATED)
         self.by_topic[topic] += 1
         return 0
 
@@ -733,6 +843,8 @@ cdef class Kernel:
         # SchedulerView.assign: the agent is interned only if the task moved
         if self._move(row, nid, time, task_id, self.assigned):
             self.s_agent[row] = self._text_code(&self.c_agent, agent_kind, agent, agent_n)
+            if self.ledger:
+                self._saga_moved(row, nid, time, task_id, K_ASSIGNED)
         self._place(row, nid, task_id)
         self.by_topic[topic] += 1
         return 0
@@ -816,7 +928,9 @@ cdef class Kernel:
         cdef tuple spec
         cdef PyObject* found
         cdef int header = self.header_size
-        cdef bint direct = after is None  # `after` needs event tuples: unpack every record
+        # `after` needs event tuples, unless the saga does not listen (self.quiet): then the
+        # direct way applies its part too
+        cdef bint views_only = after is None
         self._acquire()
         try:
             for i in range(n):
@@ -832,7 +946,8 @@ cdef class Kernel:
                     k = <const unsigned char*>PyBytes_AS_STRING(key)
                     nid = <int64_t>_be64(k)
                     if _crc32(_crc32(0, k, 8), v + header, vlen - header) == _be32(v + 1):
-                        if direct and self._direct(nid, v + header, vlen - header) == 0:
+                        if ((views_only or self.quiet)
+                                and self._direct(nid, v + header, vlen - header) == 0):
                             last = own_last = nid
                             continue
                         payload = PyBytes_FromStringAndSize(<const char*>v + header,
@@ -886,6 +1001,8 @@ cdef class Kernel:
                         self.mesos.last_nid = self.scheduler.last_nid = nid
                         self.drift.last_nid = nid
                         after(nid, event)
+                        if self.ledger:
+                            self.quiet = not self.listens(self.saga)
                 last = nid
         finally:
             self._release()
@@ -893,6 +1010,8 @@ cdef class Kernel:
             # Python path applied set it itself, even if what came after it raised).
             if own_last > self.drift.last_nid:
                 self.mesos.last_nid = self.scheduler.last_nid = self.drift.last_nid = own_last
+            if self.ledger and own_last > self.saga.last_nid:  # so does every saga event
+                self.saga.last_nid = self.saga.outbox.last_nid = own_last
         return last
 
     cdef void _python_apply(self, object apply, int64_t nid, object event) except *:

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from engine import codec, drift_table
+from engine import codec, dedup, drift_table, saga
 from engine.events import StatusUpdateReceived, TaskAssigned, TaskCreated
 from engine.ledger_state import _CURRENT_WIRE, STREAM_WIRE, LedgerState, decode_records
 from engine.store import LMDBApplicationRecorder
@@ -63,6 +63,9 @@ def _tables() -> dict[str, Any]:
     target = array("B", bytes(len(mesos.STATES)))
     for name, code in mesos.STATE_CODE.items():
         target[code] = sched.TARGET_OF_MESOS[name]
+    topic_cause = [None] * (1 + max(_FAST_KIND.values()))
+    for cls, number in _FAST_KIND.items():
+        topic_cause[number] = cls.topic
     return {
         "stream": STREAM_WIRE,
         "topics": {
@@ -89,6 +92,18 @@ def _tables() -> dict[str, Any]:
         "step_state": state,
         "step_effects": effects,
         "step_failures": failures,
+        # a LedgerState's saga (saga.task_moved, saga.listens) and dedup memory
+        "saga_listens": saga.listens,
+        "saga_obligation": saga.Obligation,
+        "saga_move_actions": [
+            saga.move_actions(effects) if effects else None for effects in sched.EFFECTS
+        ],
+        "saga_transient": array("B", [name in saga.TRANSIENT_NAMES for name in sched.STATES]),
+        "saga_partitioned": sched.STATE_CODE[saga.PARTITIONED],
+        "saga_lost": sched.STATE_CODE[saga.LOST],
+        "saga_update_causes": (saga.Cause.UPDATE.value, saga.Cause.UPDATE_LOST.value),
+        "saga_topic_cause": tuple(topic_cause),
+        "uuid_width": dedup.WIDTH,
     }
 
 
@@ -138,7 +153,7 @@ def replay(
         return Replayed(done, last_nid, dict(counts))
 
     tables = dict(_TABLES, by_topic=array("q", bytes(8 * len(_TOPICS))))  # type: ignore[arg-type]
-    kernel = KERNEL.Kernel(views, tables)
+    kernel = KERNEL.Kernel(views, tables, target if after is not None else None)
     decode = recorder.datastore.decode
 
     def slow(key: bytes, value: bytes) -> tuple[int, Any] | None:

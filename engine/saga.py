@@ -81,9 +81,10 @@ _KILL = CommandKind.KILL.value
 _RECONCILE = CommandKind.RECONCILE.value
 _RESCHEDULE = CommandKind.RESCHEDULE.value
 _MARK_LOST = CommandKind.MARK_LOST.value
-_TRANSIENT = frozenset(s.value for s in TRANSIENT)
-_PARTITIONED = ScheduleStatus.PARTITIONED.value
-_LOST = ScheduleStatus.LOST.value
+# The scheduler states whose timers the saga keeps (engine/replay.py hands them to the kernel).
+TRANSIENT_NAMES = frozenset(s.value for s in TRANSIENT)
+PARTITIONED = ScheduleStatus.PARTITIONED.value
+LOST = ScheduleStatus.LOST.value
 _ACTIONABLE = frozenset(
     {SideEffect.KILL.value, SideEffect.RESCHEDULE.value, SideEffect.TRANSITION_TO_LOST.value}
 )
@@ -171,24 +172,60 @@ def _task_event(state: SagaState, nid: int, event: Any, views: Views) -> None:
     moved = views.scheduler.moved_to(task_id, nid)
     if moved is not None:  # this event moved the task
         st, effects = moved
-        state.transient.pop(task_id, None)
-        if st in _TRANSIENT:
-            state.transient[task_id] = event.time
-        state.partitioned.pop(task_id, None)
-        if st == _PARTITIONED:
-            state.partitioned[task_id] = event.time
-        state.transient_asked.pop(task_id, None)
-        if effects:
-            actions = tuple(e.value for e in effects if e in _ACTIONABLE)
-            if actions:
-                cause = event.topic
-                if st == _LOST and cause == _UPDATE:
-                    cause = _UPDATE_LOST
-                state.obligations.append(Obligation(nid, task_id, actions, cause))
+        actions = move_actions(effects) if effects else None
+        task_moved(state, nid, task_id, event.time, st, actions, event.topic)
     elif type(event) is StatusUpdateReceived:
         illegal = views.scheduler.illegal.get(task_id)
         if illegal is not None and illegal.nid == nid and _KILL_EFFECT in illegal.side_effects:
             state.obligations.append(Obligation(nid, task_id, (_KILL_EFFECT,), event.topic))
+
+
+# --- what evolve reads of the kinds the replay kernel applies itself ---------------------------
+# The compiled replay kernel (engine/_replay_kernel.pyx) applies status updates, task
+# creations and assignments to the views itself, and to a LedgerState's saga it does only
+# what evolve would for them, which is little: such an event changes the saga's state only
+# (1) while `listens` (reconciliation.evolve then reads every status update), or
+# (2) if it moved its task (task_moved, below; the kernel mirrors it), or
+# (3) if it is a status update asking an illegal move, which may owe a kill (the kernel hands
+#     those to evolve);
+# besides, every event sets last_nid. tests/test_replay_kernel.py checks the two paths leave
+# byte-identical states.
+
+
+def listens(state: SagaState) -> bool:
+    """Whether evolve reads every status update now, moved or not: while a run is active or a
+    quiet implicit run's omissions are kept (reconciliation.evolve), and before the log's
+    first event (the schedules start from its time)."""
+    runs = state.runs
+    return bool(runs.active) or runs.omitted is not None or runs.first_time is None
+
+
+def move_actions(effects: tuple[SideEffect, ...]) -> tuple[str, ...] | None:
+    """The side effects of a move the saga owes a decision on (an obligation), or None."""
+    return tuple(e.value for e in effects if e in _ACTIONABLE) or None
+
+
+def task_moved(
+    state: SagaState,
+    nid: int,
+    task_id: str,
+    time: float,
+    st: str,
+    actions: tuple[str, ...] | None,
+    topic: str,
+) -> None:
+    """The event at `nid` (of kind `topic`, at `time`) moved the task to scheduler state `st`,
+    with these actionable side effects: the timers restart, and the effects are owed."""
+    state.transient.pop(task_id, None)
+    if st in TRANSIENT_NAMES:
+        state.transient[task_id] = time
+    state.partitioned.pop(task_id, None)
+    if st == PARTITIONED:
+        state.partitioned[task_id] = time
+    state.transient_asked.pop(task_id, None)
+    if actions is not None:
+        cause = _UPDATE_LOST if st == LOST and topic == _UPDATE else topic
+        state.obligations.append(Obligation(nid, task_id, actions, cause))
 
 
 def _command_issued(state: SagaState, nid: int, e: CommandIssued, views: Views) -> None:
