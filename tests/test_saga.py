@@ -251,17 +251,22 @@ def test_deciding_is_deterministic(tmp_path):
     assert any(e.topic == "ReconciliationRound" for _, e in logs[0])
 
 
+def _a_kill_a_rogue_and_a_run(ledger: Ledger, master: FakeMaster) -> None:
+    """Tasks launched on a1, a rogue task there, a kill and an explicit run started at t=2."""
+    for task in TASKS:
+        ledger.task_created(task, job="job", time=0)
+        ledger.task_assigned(task, agent_id="a1", time=0)
+    master.launch("rogue/1", "a1")
+    ledger.kill_requested(TASKS[0], time=1)
+    ledger.reconcile("explicit", now=2)
+
+
 def test_snapshot_and_reopen_give_the_same_saga(tmp_path):
     master = FakeMaster()
     master.agent("a1")
     path = tmp_path / "l"
     with Ledger.open(path) as ledger:
-        for task in TASKS:
-            ledger.task_created(task, job="job", time=0)
-            ledger.task_assigned(task, agent_id="a1", time=0)
-        master.launch("rogue/1", "a1")
-        ledger.kill_requested(TASKS[0], time=1)
-        ledger.reconcile("explicit", now=2)
+        _a_kill_a_rogue_and_a_run(ledger, master)
         step(ledger, master, 3)
         ledger.snapshot(time=4)
         step(ledger, master, 30)
@@ -299,12 +304,7 @@ def test_a_snapshot_written_before_version_2_is_read(tmp_path):
         raise ConnectionError("no master")
 
     with Ledger.open(tmp_path / "l") as ledger:
-        for task in TASKS:
-            ledger.task_created(task, job="job", time=0)
-            ledger.task_assigned(task, agent_id="a1", time=0)
-        master.launch("rogue/1", "a1")
-        ledger.kill_requested(TASKS[0], time=1)
-        ledger.reconcile("explicit", now=2)
+        _a_kill_a_rogue_and_a_run(ledger, master)
         ledger.tick(now=2)
         ledger.dispatch(failing, now=2)  # every send fails once
         step(ledger, master, 40)
