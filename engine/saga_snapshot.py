@@ -178,15 +178,15 @@ def decode(data: dict[str, Any]) -> SagaState:
 def _decode(data: dict[str, Any]) -> SagaState:
     r, b = data["runs"], data["outbox"]
     runs = Runs(
-        {kind: _decode_run(row) for kind, row in r["active"].items()},
-        dict(r["started"]),
-        dict(r["last_started_at"]),
-        r["completed"],
-        r["superseded"],
-        r["first_time"],
-        r["registration_due"],
-        r["registered_at"],
-        _decode_omitted(r.get("omitted")),  # absent from snapshots older than the field
+        active={kind: _decode_run(row) for kind, row in r["active"].items()},
+        started=dict(r["started"]),
+        last_started_at=dict(r["last_started_at"]),
+        completed=r["completed"],
+        superseded=r["superseded"],
+        first_time=r["first_time"],
+        registration_due=r["registration_due"],
+        registered_at=r["registered_at"],
+        omitted=_decode_omitted(r.get("omitted")),  # absent from snapshots older than it
     )
     version = data.get("version", 1)
     if version not in (1, VERSION):
@@ -197,35 +197,35 @@ def _decode(data: dict[str, Any]) -> SagaState:
         rec = decode_record(row)
         commands[rec.command_id] = rec
     box = Outbox(
-        commands,
-        {cid: commands[cid] for cid in b["pending"]},
-        None if b["halted"] is None else from_wire(DispatchHalted.topic, b["halted"]),
-        b["halted_nid"],
-        b["resumed_at"],
-        b["approved_upto"],
-        [(t, task) for t, task in b["destructive"]],
-        list(b["kill_times"]),
-        b["last_nid"],
+        commands=commands,
+        pending={cid: commands[cid] for cid in b["pending"]},
+        halted=None if b["halted"] is None else from_wire(DispatchHalted.topic, b["halted"]),
+        halted_nid=b["halted_nid"],
+        resumed_at=b["resumed_at"],
+        approved_upto=b["approved_upto"],
+        destructive=[(t, task) for t, task in b["destructive"]],
+        kill_times=list(b["kill_times"]),
+        last_nid=b["last_nid"],
     )
     return SagaState(
-        runs,
-        box,
-        {
+        runs=runs,
+        outbox=box,
+        open_kills={
             t: KillTrack(first, latest, attempts)
             for t, first, latest, attempts in data["open_kills"]
         },
-        {t: (v[0], v[1]) for t, v in data["kill_episodes"].items()},
-        dict(data["rescheduled"]),
-        dict(data["replaced_by"]),
-        dict(data["ancestor"]),
-        dict(data["lost_marked"]),
-        dict(data["transient"]),
-        dict(data["partitioned"]),
-        {t: (v[0], v[1]) for t, v in data["transient_asked"].items()},
-        [
+        kill_episodes={t: (v[0], v[1]) for t, v in data["kill_episodes"].items()},
+        rescheduled=dict(data["rescheduled"]),
+        replaced_by=dict(data["replaced_by"]),
+        ancestor=dict(data["ancestor"]),
+        lost_marked=dict(data["lost_marked"]),
+        transient=dict(data["transient"]),
+        partitioned=dict(data["partitioned"]),
+        transient_asked={t: (v[0], v[1]) for t, v in data["transient_asked"].items()},
+        obligations=[
             Obligation(nid, t, tuple(effects), cause)
             for nid, t, effects, cause in data["obligations"]
         ],
-        data["reacted_upto"],
-        data["last_nid"],
+        reacted_upto=data["reacted_upto"],
+        last_nid=data["last_nid"],
     )
