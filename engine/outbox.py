@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from engine.events import (
@@ -90,6 +91,21 @@ class DispatchConfig:
     retry_cap: float = 60.0  # ... at most this long
 
 
+# The fields of a command that the record and the pending command read from its CommandIssued
+# (they carry the event, not a copy of its fields).
+_ISSUED_FIELDS = ("kind", "task_id", "rule", "run_id", "attempt", "retry_of", "dry_run")
+
+
+def _reads_its_event(cls: type) -> type:
+    """Gives `cls` (which has `issued`, a CommandIssued) read-only properties for the
+    event's fields, and `issued_at` for its time."""
+    for name in _ISSUED_FIELDS:
+        setattr(cls, name, property(attrgetter(f"issued.{name}"), doc=f"CommandIssued.{name}"))
+    cls.issued_at = property(attrgetter("issued.time"), doc="CommandIssued.time")  # type: ignore[attr-defined]
+    return cls
+
+
+@_reads_its_event
 @dataclass(slots=True)
 class CommandRecord:
     """One command: the CommandIssued that decided it, and where it is in its life."""
@@ -107,19 +123,11 @@ class CommandRecord:
     outcome: str | None = None
     new_task_id: str | None = None  # RESCHEDULE: the replacement
 
-    # The command's own fields, as it was issued.
-    kind = property(lambda self: self.issued.kind)
-    task_id = property(lambda self: self.issued.task_id)
-    rule = property(lambda self: self.issued.rule)
-    evidence = property(lambda self: self.issued.evidence)
-    run_id = property(lambda self: self.issued.run_id)
-    tasks = property(lambda self: self.issued.tasks)
-    attempt = property(lambda self: self.issued.attempt)
-    retry_of = property(lambda self: self.issued.retry_of)
-    dry_run = property(lambda self: self.issued.dry_run)
-    issued_at = property(lambda self: self.issued.time)
+    evidence = property(attrgetter("issued.evidence"))
+    tasks = property(attrgetter("issued.tasks"))
 
 
+@_reads_its_event
 class PendingCommand(NamedTuple):
     """A command as the outbox hands it out (and as `send` receives it): the CommandIssued
     that decided it, and what a sender needs beside it: where Mesos (or the scheduler) last
@@ -131,15 +139,6 @@ class PendingCommand(NamedTuple):
     not_before: float | None
     agent_id: str | None  # where Mesos (or the scheduler) last placed the task
     agents: tuple[str | None, ...] | None = None  # RECONCILE: each task's agent, as above
-
-    kind = property(lambda self: self.issued.kind)
-    task_id = property(lambda self: self.issued.task_id)
-    rule = property(lambda self: self.issued.rule)
-    run_id = property(lambda self: self.issued.run_id)
-    attempt = property(lambda self: self.issued.attempt)
-    retry_of = property(lambda self: self.issued.retry_of)
-    dry_run = property(lambda self: self.issued.dry_run)
-    issued_at = property(lambda self: self.issued.time)
 
     @property
     def evidence(self) -> tuple[int, ...]:
