@@ -931,6 +931,8 @@ cdef class Kernel:
         # `after` needs event tuples, unless the saga does not listen (self.quiet): then the
         # direct way applies its part too
         cdef bint views_only = after is None
+        if self.ledger and views_only:
+            raise ValueError("a kernel made for a LedgerState needs its `after`")
         self._acquire()
         try:
             for i in range(n):
