@@ -40,7 +40,8 @@ from cpython.float cimport PyFloat_FromDouble
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memchr, memcmp, memcpy
+from libc.stdlib cimport free, realloc
+from libc.string cimport memchr, memcmp, memcpy, memset
 
 from msgpack import unpackb as _unpack
 
@@ -364,6 +365,12 @@ cdef class Kernel:
     cdef int saga_partitioned, saga_lost, uuid_width
     cdef tuple topic_cause
     cdef object _uuids
+    # Tasks the kernel moved whose saga timers (transient, partitioned) are not applied yet,
+    # in the order first moved, with their ids; `moved_row[row]`: the row is among them.
+    cdef Py_ssize_t* moved
+    cdef Py_ssize_t n_moved, moved_capacity, marks_capacity
+    cdef unsigned char* moved_row
+    cdef list moved_ids
 
     def __init__(self, views, tables, ledger=None):
         """`ledger`: the LedgerState whose views these are, to apply its saga's and dedup
@@ -425,6 +432,10 @@ cdef class Kernel:
         self.c_agent.length = self.c_job.length = -1
         self.ledger = ledger is not None
         self.quiet = False
+        self.moved = NULL
+        self.moved_row = NULL
+        self.n_moved = self.moved_capacity = self.marks_capacity = 0
+        self.moved_ids = []
         if self.ledger:
             if ledger.views is not views:
                 raise ValueError("the LedgerState's views are not these")
@@ -644,18 +655,31 @@ cdef class Kernel:
         scheduler) towards `target` is an illegal ask; read before anything changes."""
         return self.step_kind[target if row < 0 else self._step(row, target)] == STEP_ILLEGAL
 
-    cdef void _saga_moved(self, Py_ssize_t row, int64_t nid, double time, object task_id,
+    cdef void _saga_moved(self, Py_ssize_t row, int64_t nid, object task_id,
                           int kind) except *:
-        """saga.task_moved for the move the event at `nid` (of fast kind `kind`) just made."""
+        """saga.task_moved for the move the event at `nid` (of fast kind `kind`) just made.
+        Its timers (transient, partitioned) wait in `moved`: what a run of moves leaves
+        there depends only on each task's last move (see _apply_moves)."""
         cdef int st = self.s_state[row]
-        if PyDict_Size(self.transient) and PyDict_Contains(self.transient, task_id):
-            PyDict_DelItem(self.transient, task_id)
-        if self.saga_transient[st]:
-            PyDict_SetItem(self.transient, task_id, PyFloat_FromDouble(time))
-        if PyDict_Size(self.partitioned) and PyDict_Contains(self.partitioned, task_id):
-            PyDict_DelItem(self.partitioned, task_id)
-        if st == self.saga_partitioned:
-            PyDict_SetItem(self.partitioned, task_id, PyFloat_FromDouble(time))
+        cdef Py_ssize_t grown
+        if row >= self.marks_capacity:
+            grown = max(row + 1, 2 * self.marks_capacity, 1024)
+            marks = <unsigned char*>realloc(self.moved_row, grown)
+            if marks == NULL:
+                raise MemoryError()
+            memset(marks + self.marks_capacity, 0, grown - self.marks_capacity)
+            self.moved_row, self.marks_capacity = marks, grown
+        if not self.moved_row[row]:
+            if self.n_moved == self.moved_capacity:
+                grown = max(2 * self.moved_capacity, 1024)
+                rows = <Py_ssize_t*>realloc(self.moved, grown * sizeof(Py_ssize_t))
+                if rows == NULL:
+                    raise MemoryError()
+                self.moved, self.moved_capacity = rows, grown
+            self.moved[self.n_moved] = row
+            self.n_moved += 1
+            self.moved_ids.append(task_id)
+            self.moved_row[row] = 1
         if PyDict_Size(self.transient_asked) and PyDict_Contains(self.transient_asked, task_id):
             PyDict_DelItem(self.transient_asked, task_id)
         actions = self.move_actions[self.s_effects[row]]
@@ -665,6 +689,53 @@ cdef class Kernel:
             else:
                 cause = self.topic_cause[kind]
             self.obligations.append(self.obligation(nid, task_id, actions, cause))
+
+    cdef void _apply_moves(self) except *:
+        """Applies the moves held back to the saga's transient and partitioned timers, as
+        saga.task_moved leaves them move by move: each task moved is out of both, then the
+        tasks whose last move entered one are in it, with that move's time (the column's),
+        in the order of those moves. Needs the columns (held)."""
+        cdef Py_ssize_t i, row
+        cdef int st
+        if self.n_moved == 0:
+            return
+        transient, partitioned = self.transient, self.partitioned
+        entered_transient, entered_partitioned = [], []
+        for i in range(self.n_moved):
+            row = self.moved[i]
+            task_id = self.moved_ids[i]
+            self.moved_row[row] = 0
+            if PyDict_Size(transient) and PyDict_Contains(transient, task_id):
+                PyDict_DelItem(transient, task_id)
+            if PyDict_Size(partitioned) and PyDict_Contains(partitioned, task_id):
+                PyDict_DelItem(partitioned, task_id)
+            st = self.s_state[row]
+            if self.saga_transient[st]:
+                entered_transient.append((self.s_nid[row], i))
+            elif st == self.saga_partitioned:
+                entered_partitioned.append((self.s_nid[row], i))
+        for into, entered in ((transient, entered_transient), (partitioned, entered_partitioned)):
+            entered.sort()
+            for _nid, i in entered:
+                PyDict_SetItem(into, self.moved_ids[i],
+                               PyFloat_FromDouble(self.s_time[self.moved[i]]))
+        self.n_moved = 0
+        self.moved_ids = []
+
+    def finish(self):
+        """Applies what the kernel still holds back (the moves' timers): call it when
+        a replay ends, also when it raised."""
+        if not self.ledger or self.n_moved == 0:
+            return
+        self._acquire()
+        try:
+            self._apply_moves()
+        finally:
+            self._release()
+
+    def __dealloc__(self):
+        free(self.moved)
+        free(self.moved_row)
 
     cdef void _remember(self, Py_ssize_t row, object task_id,
                         const unsigned char* uuid) except *:
@@ -789,7 +860,7 @@ cdef class Kernel:
                              agent_code, ts_kind == F_VALUE, timestamp, answer)
         if self.ledger:
             if moved:
-                self._saga_moved(row, nid, time, task_id, K_STATUS)
+                self._saga_moved(row, nid, task_id, K_STATUS)
             if uuid_kind == F_VALUE:
                 self._remember(row, task_id, uuid)
         self.by_topic[topic] += 1
@@ -823,7 +894,7 @@ cdef class Kernel:
         instance_code = self._code(<long long>instance) if has_instance else 0
         row = self._created(nid, time, task_id, job_code, instance_code)
         if self.ledger:
-            self._saga_moved(row, nid, time, task_id, K_CREATED)
+            self._saga_moved(row, nid, task_id, K_CREATED)
         self.by_topic[topic] += 1
         return 0
 
@@ -844,7 +915,7 @@ cdef class Kernel:
         if self._move(row, nid, time, task_id, self.assigned):
             self.s_agent[row] = self._text_code(&self.c_agent, agent_kind, agent, agent_n)
             if self.ledger:
-                self._saga_moved(row, nid, time, task_id, K_ASSIGNED)
+                self._saga_moved(row, nid, task_id, K_ASSIGNED)
         self._place(row, nid, task_id)
         self.by_topic[topic] += 1
         return 0
@@ -1002,6 +1073,7 @@ cdef class Kernel:
                         self._store_counts()
                         self.mesos.last_nid = self.scheduler.last_nid = nid
                         self.drift.last_nid = nid
+                        self._apply_moves()
                         after(nid, event)
                         if self.ledger:
                             self.quiet = not self.listens(self.saga)
@@ -1017,6 +1089,8 @@ cdef class Kernel:
         return last
 
     cdef void _python_apply(self, object apply, int64_t nid, object event) except *:
+        if self.ledger:
+            self._apply_moves()  # evolve may read or move them
         self._release()
         apply(nid, event)
         self._acquire()

@@ -174,6 +174,7 @@ def replay(
             if progress is not None:
                 progress(total(), last_nid)
     finally:
+        kernel.finish()  # what it held back of a LedgerState's saga (its timers)
         for topic, count in zip(_TOPICS, tables["by_topic"], strict=True):
             if count:
                 counts[topic] += count

@@ -215,7 +215,11 @@ def task_moved(
     topic: str,
 ) -> None:
     """The event at `nid` (of kind `topic`, at `time`) moved the task to scheduler state `st`,
-    with these actionable side effects: the timers restart, and the effects are owed."""
+    with these actionable side effects: the timers restart, and the effects are owed.
+
+    What this leaves in `transient` and `partitioned` depends only on the task's last move
+    (in if that entered the state, with its time, after the tasks that moved before it), so
+    the replay kernel may apply a run of moves to them at once."""
     state.transient.pop(task_id, None)
     if st in TRANSIENT_NAMES:
         state.transient[task_id] = time

@@ -196,9 +196,19 @@ _run_completed = st.builds(
     st.sampled_from(_RUN_IDS),
     st.sampled_from(["quiet", "answered", "limit"]),
 )
+# A run that starts and ends (the events between them are interleaved by saga_logs).
+_runs = st.builds(
+    lambda run_id, outcome: [
+        ReconciliationStarted(0.0, None, run_id, run_id.split("-")[0], "schedule", 1e9),
+        ReconciliationCompleted(
+            0.0, None, run_id, run_id.split("-")[0], outcome, 0, 0, 0, 0, 1, 1.0, {}, {}
+        ),
+    ],
+    st.sampled_from(_RUN_IDS),
+    st.sampled_from(["quiet", "answered", "limit"]),
+)
 saga_events = st.one_of(
     _run_started,
-    _run_completed,
     _run_completed,
     st.builds(
         lambda run_id, tasks: CommandIssued(
@@ -232,7 +242,7 @@ _ENDS = ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST", "TASK_GONE"
 
 @st.composite
 def _lives(draw) -> list[Any]:
-    task = draw(_tasks)
+    task = draw(_tasks | st.sampled_from([f"life/{i}" for i in range(8)]))
     events: list[Any] = [TaskCreated(0.0, None, task, "job", 0, {})]
     events.append(TaskAssigned(0.0, None, task, "a1", {}))
     for state in draw(st.lists(st.sampled_from(_LIFE), max_size=4)):
@@ -244,14 +254,26 @@ def _lives(draw) -> list[Any]:
 
 @st.composite
 def saga_logs(draw) -> list[StoredEvent]:
+    """Task lives interleaved (as a cluster's are), among other events and the saga's."""
     parts = draw(
         st.lists(
-            st.one_of(_lives(), any_event.map(lambda e: [e]), saga_events.map(lambda e: [e])),
+            st.one_of(
+                *[_lives()] * 6,
+                _runs,
+                any_event.map(lambda e: [e]),
+                saga_events.map(lambda e: [e]),
+            ),
+            min_size=4,
             max_size=30,
         )
     )
+    events = []
+    while parts:
+        part = parts[draw(st.integers(0, len(parts) - 1))]
+        events.append(part.pop(0))
+        parts = [p for p in parts if p]
     stored = []
-    for nid, event in enumerate((e for part in parts for e in part), start=1):
+    for nid, event in enumerate(events, start=1):
         event = event._replace(time=float(nid))
         if type(event) is StatusUpdateReceived:
             event = event._replace(uuid=draw(uuids))
@@ -268,6 +290,22 @@ def test_the_kernel_and_the_python_path_leave_the_same_saga_on_random_logs(
     _write(path, stored)
     _assert_same(path)
     _assert_same(path, first=cut)
+
+
+def test_moves_the_kernel_holds_back_reach_the_saga_in_the_order_of_each_tasks_last(
+    tmp_path, small_chunks
+):
+    # t2 first moves (is created) before t1 (created earlier, by the first event, which the
+    # kernel hands to evolve), but t1 enters ASSIGNED first: the saga's transient timers are
+    # ordered by that, and a chunk boundary (7 records) falls between the moves.
+    path = str(tmp_path / "log")
+    events = [TaskCreated(1.0, None, "t1", "j", 0, {}), TaskCreated(2.0, None, "t2", "j", 1, {})]
+    events += [TaskCreated(float(i), None, f"x{i}", "j", i, {}) for i in range(3, 9)]
+    events += [TaskAssigned(9.0, None, "t1", "a1", {}), TaskAssigned(10.0, None, "t2", "a1", {})]
+    _write(path, [_stored(e) for e in events])
+    _assert_same(path)
+    (_, kernel), _ = _both(path, LedgerState)
+    assert list(kernel.saga.transient.items()) == [("t1", 9.0), ("t2", 10.0)]
 
 
 def _edited(drawn: tuple) -> tuple[str, bytes]:
