@@ -13,17 +13,21 @@ Three ways through, each falling back to the next when unsure:
    matched against the last one seen per field. Anything outside that subset -> 2.
 2. unpacked: msgpack.unpackb, then the same apply from the Python values, and the event
    tuple handed to `after` (a LedgerState's saga and dedup memory) when the saga needs it.
-
-A LedgerState's saga and dedup memory mostly need nothing of these kinds: the saga's evolve
-changes its state for one only while it `listens` (a reconciliation run is active), when the
-event moved its task (a few dict updates, `saga.task_moved`, mirrored here), or for an
-illegal move of a status update (those take way 2); the dedup memory stores a status
-update's uuid in its 24-byte slot (mirrored here; other uuids take way 2). So way 1 serves
-a LedgerState too while the saga does not listen: engine/saga.py says what its evolve reads.
 3. Python: anything else (other kinds, other versions, odd field types, an illegal
    transition, a duplicate creation, a stale Mesos update, a bad checksum, a damaged
    record) goes to the Python code this mirrors, which raises the same errors and records
    the same facts.
+
+A LedgerState's saga and dedup memory mostly need nothing of these kinds: the saga's evolve
+changes its state for one only while it `listens` (a reconciliation run is active), when the
+event moved its task (`saga.task_moved`, mirrored here), or for an illegal move of a status
+update (those take way 2); the dedup memory stores a status update's uuid in its 24-byte
+slot (mirrored here; other uuids take way 2). So way 1 serves a LedgerState too while the
+saga does not listen (engine/saga.py says what its evolve reads). Of task_moved, the
+transient and partitioned timers are held back for a run of moves and applied at once
+before any event goes to Python and when the replay ends (`finish`): what they hold depends
+only on each task's last move, and applying moves one by one kept a dict as large as the
+tasks in flight in the cache's way.
 
 What it may NOT do: decide anything the Python views do not. It holds no table of its own:
 every table (state codes, the lifecycle's steps, the Mesos staleness rule, the drift cells,
