@@ -11,9 +11,10 @@ import shlex
 from typing import Any
 
 from engine.events import CommandIssued, TaskCreated
+from engine.rules import RuleId
 
 # The kill whose why shows the most: an implicit run found a task no one launched.
-_BEST_KILL = "R-IMPLICIT-KILL-UNKNOWN"
+_BEST_KILL = RuleId.IMPLICIT_KILL_UNKNOWN
 
 
 def _examples(events: Any) -> dict[str, str]:

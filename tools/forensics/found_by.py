@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from engine.rules import RuleId
+
 EXPLICIT, IMPLICIT = "explicit", "implicit"
 UPDATE, TIMER, SCHEDULER, FOLLOW_UP = "update", "timer", "scheduler", "follow-up"
 WORDS: tuple[str, ...] = (EXPLICIT, IMPLICIT, UPDATE, TIMER, SCHEDULER, FOLLOW_UP)
@@ -27,25 +29,25 @@ WORDS: tuple[str, ...] = (EXPLICIT, IMPLICIT, UPDATE, TIMER, SCHEDULER, FOLLOW_U
 # Rule -> what it reacts to when the command carries no run (engine/rules.py; every rule
 # that issues a command is here: tests/test_cli_why.py checks).
 RULE_TRIGGER: dict[str, str] = {
-    "R-IMPLICIT-KILL-TERMINAL": UPDATE,
-    "R-IMPLICIT-KILL-UNKNOWN": UPDATE,
-    "R-PARTITION-RETURNED-KILL": UPDATE,
-    "R-EXPLICIT-TERMINAL": UPDATE,
-    "R-UNKNOWN-ASK-AGAIN": EXPLICIT,
-    "R-SILENCE-ASK-AGAIN": EXPLICIT,
-    "R-GONE-RESCHEDULE": UPDATE,
-    "R-LIFECYCLE-RESCHEDULE": UPDATE,
-    "R-LOST-RESCHEDULE": FOLLOW_UP,
-    "R-KILL-REQUESTED": SCHEDULER,
-    "R-LIFECYCLE-KILL": UPDATE,
-    "R-LIFECYCLE-TO-LOST": UPDATE,
-    "R-KILL-RETRY": TIMER,
-    "R-TRANSIENT-RECONCILE": TIMER,
-    "R-TRANSIENT-LOST": TIMER,
-    "R-PARTITION-TIMEOUT": TIMER,
-    "R-EXPLICIT-ROUND": EXPLICIT,
-    "R-IMPLICIT-ASK": IMPLICIT,
-    "R-IMPLICIT-OMITTED-ASK": IMPLICIT,
+    RuleId.IMPLICIT_KILL_TERMINAL: UPDATE,
+    RuleId.IMPLICIT_KILL_UNKNOWN: UPDATE,
+    RuleId.PARTITION_RETURNED_KILL: UPDATE,
+    RuleId.EXPLICIT_TERMINAL: UPDATE,
+    RuleId.UNKNOWN_ASK_AGAIN: EXPLICIT,
+    RuleId.SILENCE_ASK_AGAIN: EXPLICIT,
+    RuleId.GONE_RESCHEDULE: UPDATE,
+    RuleId.LIFECYCLE_RESCHEDULE: UPDATE,
+    RuleId.LOST_RESCHEDULE: FOLLOW_UP,
+    RuleId.KILL_REQUESTED: SCHEDULER,
+    RuleId.LIFECYCLE_KILL: UPDATE,
+    RuleId.LIFECYCLE_TO_LOST: UPDATE,
+    RuleId.KILL_RETRY: TIMER,
+    RuleId.TRANSIENT_RECONCILE: TIMER,
+    RuleId.TRANSIENT_LOST: TIMER,
+    RuleId.PARTITION_TIMEOUT: TIMER,
+    RuleId.EXPLICIT_ROUND: EXPLICIT,
+    RuleId.IMPLICIT_ASK: IMPLICIT,
+    RuleId.IMPLICIT_OMITTED_ASK: IMPLICIT,
 }
 # The event kind a command's evidence names that overrides its rule's word: a transition
 # the scheduler's own kill caused was the scheduler's decision (R-LIFECYCLE-TO-LOST).
