@@ -62,6 +62,17 @@ def _install_crash_hook(nth: int) -> None:
     Ledger.status_update = status_update  # type: ignore[method-assign]
 
 
+def _serve(port: int) -> Any:
+    """The runtime's metrics, served on 127.0.0.1:``port`` (Prometheus's text format)."""
+    from prometheus_client import start_http_server
+
+    from tools.metrics import Metrics
+
+    metrics = Metrics()
+    start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+    return metrics
+
+
 def _label(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
     labels = {}
     for value in values:
@@ -446,7 +457,6 @@ def _prepare(values: dict[str, Any]) -> tuple[Any, list[str]]:
         heartbeat_interval=values["heartbeat"],
         saga_options=saga_options,
         digest_path=values["digest_path"],
-        metrics_port=values["metrics_port"],
         snapshot_every=values["snapshot_every"],
         snapshots_kept=values["snapshots_kept"],
         framework_fields=framework_fields,
@@ -458,7 +468,8 @@ def _prepare(values: dict[str, Any]) -> tuple[Any, list[str]]:
     services: list[Any] = [_Announce(found, config, api)]
     if api is not None:
         services.append(api)
-    return Runtime(config, services=services), []
+    port = values["metrics_port"]
+    return Runtime(config, services=services, observer=None if port is None else _serve(port)), []
 
 
 def _run(runtime: Any) -> int:

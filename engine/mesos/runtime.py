@@ -1,11 +1,12 @@
 """The runtime: the embedded scheduler as a long-running loop (the imperative shell).
 
-It owns the clock and the pymesos driver. Every `tick` seconds it advances the saga's timers
-(scheduled and overdue reconciliation runs, kill retries, partition timers), dispatches the
-outbox's pending commands through the driver, keeps the job's instances, and supervises the
-driver: a driver that aborted, or whose stream went silent for longer than the heartbeat
-watchdog allows, is stopped (failover: never a TEARDOWN) and a new one subscribes again with
-the framework id kept in the log.
+It owns the clock and the pymesos driver. Every `tick` seconds it runs one pass of the
+scheduler's loop (engine/mesos/loop.py: the saga's timers, the outbox's dispatch, the job's
+instances, the observer) with the wall clock and a supervisor of the driver: a driver that
+aborted, or whose stream went silent for longer than the heartbeat watchdog allows, is
+stopped (failover: never a TEARDOWN) and a new one subscribes again with the framework id
+kept in the log. The observer (tools.metrics.Metrics for `taskledger run --metrics-port`) is
+handed in by the caller: the engine does not know how metrics are served.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from engine.clock_watch import DEFAULT_THRESHOLD, ClockWatch
 from engine.ledger import Ledger
 from engine.mesos.core import JobSpec, SchedulerCore
+from engine.mesos.loop import Observer, SchedulerLoop, silent
 from engine.mesos.snapshotter import Snapshotter
 from engine.saga import SagaConfig
 
@@ -54,7 +56,6 @@ class RuntimeConfig:
     # On a clean stop, write a digest of the live state here (for audits: it must equal
     # the digest of a replay of the log from scratch).
     digest_path: str | None = None
-    metrics_port: int | None = None  # serve Prometheus metrics on this port
     # A snapshot every this many events (0: never), the newest `snapshots_kept` kept: a
     # restart then folds the snapshot and a short tail instead of the whole log.
     snapshot_every: int = 100_000
@@ -70,12 +71,9 @@ class RuntimeConfig:
 
 @dataclass
 class RuntimeStats:
-    ticks: int = 0
     driver_starts: int = 0
     watchdog_restarts: int = 0
     abort_restarts: int = 0
-    dispatch_errors: int = 0
-    last_dispatch: Any = None
 
 
 class Runtime:
@@ -83,7 +81,9 @@ class Runtime:
 
     ``clock`` (the wall clock: event times, the saga's ``now``) and ``monotonic`` are read
     as a pair each tick to see the wall clock step; they must run at the same rate (a
-    scaled or virtual clock needs its own monotonic, or None: steps go unrecorded)."""
+    scaled or virtual clock needs its own monotonic, or None: steps go unrecorded).
+    ``observer`` (e.g. tools.metrics.Metrics) is told of every append, commit and new event
+    of the log while the runtime runs, and of the ledger once per tick."""
 
     def __init__(
         self,
@@ -92,6 +92,7 @@ class Runtime:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] | None = time.monotonic,
         services: Sequence[Any] = (),
+        observer: Observer | None = None,
     ) -> None:
         self.config = config
         # Started with this runtime once it is ready, stopped before its log closes: each
@@ -100,15 +101,15 @@ class Runtime:
         self.clock = clock
         self.monotonic = monotonic
         self.clock_watch = ClockWatch(config.clock_step_threshold)
+        self.observer = observer
         self.stats = RuntimeStats()
         self._stop = threading.Event()
         self.ledger: Ledger | None = None
         self.core: SchedulerCore | None = None
         self.driver: Any = None
+        self.loop: SchedulerLoop | None = None
         self.ready = threading.Event()
-        self.metrics: Any = None
         self.snapshotter: Snapshotter | None = None
-        self._metrics_seen = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -145,6 +146,8 @@ class Runtime:
             driver.join()
 
     def _supervise(self, now: float) -> None:
+        """The loop's supervisor of the pymesos driver: starts one, and restarts one that
+        aborted or whose stream went silent."""
         assert self.core is not None
         # First thing each pass, with the clocks: a step is recorded before the saga or
         # the watchdog act on the new time.
@@ -160,7 +163,7 @@ class Runtime:
             return
         limit = self.config.watchdog_intervals * self.config.heartbeat_interval
         last = self.core.stats.last_heartbeat
-        if last is not None and now - last > limit:
+        if silent(now, last, limit):
             log.warning("no heartbeat for %.1f s; restarting the driver", now - last)
             self.stats.watchdog_restarts += 1
             self._restart()
@@ -188,50 +191,6 @@ class Runtime:
             )
             self.ledger.clock_stepped(time=step.time, previous=step.previous, elapsed=step.elapsed)
 
-    # -- commands ------------------------------------------------------------------------------
-    def _send(self, command: Any) -> None:
-        """Carries one pending command to Mesos (raises if it could not be sent)."""
-        assert self.core is not None
-        self.core.send_command(command)
-
-    def _step(self, dispatcher: Any) -> None:
-        # One pass: supervise the driver, advance the saga to now (it appends what it
-        # decides), send what is pending, keep the job's instances.
-        assert self.ledger is not None and self.core is not None
-        now = self.clock()
-        self.stats.ticks += 1
-        self._supervise(now)
-        self.ledger.tick(now=now)
-        if self.core.subscribed:
-            try:
-                self.stats.last_dispatch = dispatcher.dispatch(now=now)
-            except Exception:
-                self.stats.dispatch_errors += 1
-                log.exception("dispatch failed")
-            self.core.decline_unanswered()
-        self.core.ensure_instances()
-        self._refresh_metrics()
-
-    # -- metrics -----------------------------------------------------------------------------------
-    def _serve_metrics(self, port: int) -> None:
-        from prometheus_client import start_http_server
-
-        from tools.metrics import Metrics
-
-        assert self.ledger is not None
-        self.metrics = Metrics()
-        self._metrics_seen = self.ledger.last_id
-        self.ledger.observer = self.metrics
-        start_http_server(port, addr="127.0.0.1", registry=self.metrics.registry)
-
-    def _refresh_metrics(self) -> None:
-        if self.metrics is None or self.ledger is None:
-            return
-        for nid, event in self.ledger.events(self._metrics_seen + 1):
-            self.metrics.observe(event)
-            self._metrics_seen = nid
-        self.metrics.update_from(self.ledger)
-
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> int:
         """Runs until stop(); returns an exit status. Nothing is acknowledged to the master
@@ -242,9 +201,14 @@ class Runtime:
             self.ledger.saga_config = saga_config(**config.saga_options)
             self.core = SchedulerCore(self.ledger, config.job, clock=self.clock)
             self.core.ensure_instances()
-            dispatcher = self.ledger.dispatcher(self._send)
-            if config.metrics_port is not None:
-                self._serve_metrics(config.metrics_port)
+            self.loop = SchedulerLoop(
+                self.ledger,
+                self.core,
+                self.ledger.dispatcher(self.core.send_command),
+                clock=self.clock,
+                supervise=self._supervise,
+                observer=self.observer,
+            )
             if config.snapshot_every:
                 self.snapshotter = Snapshotter(
                     self.ledger, every=config.snapshot_every, keep=config.snapshots_kept
@@ -254,7 +218,7 @@ class Runtime:
             for service in self.services:  # operator API (tools/operator)
                 service.start(self)
             while not self._stop.wait(config.tick):
-                self._step(dispatcher)
+                self.loop.step()
             return 0
         finally:
             for service in reversed(self.services):  # operator API: before the log closes

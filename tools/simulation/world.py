@@ -6,10 +6,11 @@ virtual time has passed, and returns an `Outcome`: passed, or the invariant that
 which step, and the command that replays it.
 
 A step: advance the virtual clock (a draw from the seed), maybe inject a fault, fire the
-model's due timers, then one pass of the scheduler as the runtime loop makes it
-(engine/mesos/runtime.py `_step`): supervise the connection (subscribe, the heartbeat
-watchdog), deliver the stream's events (each a pymesos callback into SchedulerCore), let the
-saga decide (`Ledger.tick`), dispatch the outbox, keep the job's instances; then the checks.
+model's due timers, then one pass of the runtime's own loop (engine/mesos/loop.py
+`SchedulerLoop.step`, on the virtual clock): supervise the connection (subscribe, the
+heartbeat watchdog), deliver the stream's events (each a pymesos callback into
+SchedulerCore), let the saga decide (`Ledger.tick`), dispatch the outbox, keep the job's
+instances; then the checks.
 
 A scheduler crash is a SIGKILL: the Ledger is closed where it stands (what was appended is in
 the LMDB file; anything the dying process still tries to append fails, as it never would
@@ -34,6 +35,7 @@ from engine.ledger import Ledger
 from engine.lifecycle import TERMINAL, ScheduleStatus
 from engine.mesos.core import JobSpec, SchedulerCore
 from engine.mesos.driver import PymesosDriver
+from engine.mesos.loop import SchedulerLoop, silent
 from engine.rules import RuleId, issue
 from engine.saga import SagaConfig
 from tools.sim import protocol
@@ -136,11 +138,11 @@ class _AckFirstCore(SchedulerCore):
 
 @dataclass
 class _Process:
-    """The scheduler process: its Ledger, core, driver and dispatcher."""
+    """The scheduler process: its Ledger, core and loop (with the dispatcher), its driver."""
 
     ledger: Ledger
     core: SchedulerCore
-    dispatcher: Any
+    loop: SchedulerLoop
     transport: VirtualMesos | None = None
     resubscribe_at: float = 0.0
     resume_at: float | None = None  # when the operator resumes a halted dispatch
@@ -304,7 +306,17 @@ class World:
         ledger.saga_config = self.saga_config
         core_class = _AckFirstCore if self.sabotage == "ack-before-append" else SchedulerCore
         core = core_class(ledger, self.job, clock=self.clock)
-        self.proc = _Process(ledger, core, ledger.dispatcher(core.send_command))
+        loop = SchedulerLoop(
+            ledger,
+            core,
+            ledger.dispatcher(core.send_command),
+            clock=self.clock,
+            supervise=self._supervise,
+            pump=self._deliver,
+            after_tick=self._kill_on_silence if self.sabotage == "kill-on-silence" else None,
+            tolerate_dispatch_errors=False,
+        )
+        self.proc = _Process(ledger, core, loop)
         self.stats["starts"] += 1
         if self.watch.last_nid:
             self.watch.check_reopened(ledger)
@@ -339,8 +351,9 @@ class World:
         else:
             proc.resubscribe_at = self.now + 1.0  # pymesos retries the master
 
-    def _supervise(self) -> None:
-        """As Runtime._supervise: resubscribe a lost stream; restart on a silent one."""
+    def _supervise(self, now: float) -> None:
+        """The loop's supervisor here, as Runtime._supervise is under pymesos: resubscribe a
+        lost stream (pymesos's IO thread does that itself); restart on a silent one."""
         proc = self.proc
         assert proc is not None and proc.transport is not None
         transport = proc.transport
@@ -348,8 +361,7 @@ class World:
             if self.now >= proc.resubscribe_at:
                 self._subscribe()
             return
-        last = proc.core.stats.last_heartbeat
-        if last is not None and self.now - last > WATCHDOG_INTERVALS * HEARTBEAT:
+        if silent(now, proc.core.stats.last_heartbeat, WATCHDOG_INTERVALS * HEARTBEAT):
             self.stats["watchdog restarts"] += 1
             if proc.core.subscribed:
                 proc.core.disconnected()
@@ -382,22 +394,10 @@ class World:
         self.stats["events delivered"] += delivered
 
     def _runtime_step(self) -> None:
-        """One pass of the runtime loop (engine/mesos/runtime.py Runtime._step)."""
+        """One pass of the runtime's loop (engine/mesos/loop.py), then the operator."""
         proc = self.proc
         assert proc is not None
-        # Events first: pymesos delivers them as they arrive, so a heartbeat that came during
-        # this step's advance of the clock is seen before the watchdog looks.
-        self._deliver()
-        self._supervise()
-        self._deliver()
-        proc.ledger.tick(now=self.now)
-        if self.sabotage == "kill-on-silence":
-            self._kill_on_silence()
-        if proc.core.subscribed:
-            proc.dispatcher.dispatch(now=self.now)
-            proc.core.decline_unanswered()
-        self._deliver()
-        proc.core.ensure_instances()
+        proc.loop.step()
         self._operator()
 
     def _operator(self) -> None:
@@ -414,23 +414,23 @@ class World:
             proc.ledger.resume(now=self.now, operator="simulate", reason="simulated operator")
             proc.resume_at = None
 
-    def _kill_on_silence(self) -> None:
+    def _kill_on_silence(self, now: float) -> None:
         """Sabotage: a saga that kills a task Mesos has said nothing about for a while."""
         proc = self.proc
         assert proc is not None
         ledger = proc.ledger
         self.watch.refresh(ledger)
         for nid, event in enumerate(self.watch.events):
-            silent = (
+            unheard = (
                 type(event) is TaskAssigned
                 and ledger.mesos_view.get(event.task_id) is None
-                and self.now - event.time > 3.0
+                and now - event.time > 3.0
                 and event.task_id not in self._silenced
             )
-            if silent:
+            if unheard:
                 self._silenced.add(event.task_id)
                 kill = issue(
-                    RuleId.IMPLICIT_KILL_UNKNOWN, self.now, evidence=[nid], task_id=event.task_id
+                    RuleId.IMPLICIT_KILL_UNKNOWN, now, evidence=[nid], task_id=event.task_id
                 )
                 ledger.append([kill])
 
