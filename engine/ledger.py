@@ -11,6 +11,12 @@ into events (engine.events), appends them with group commit, and keeps the views
 (projections) up to date in notification order. The views are evolved by the committing
 thread before any appender returns, so a caller always reads its own writes.
 
+Beside each waiting call there is one that does not wait: ``submit_status_update`` and
+``submit`` queue their events for the group commit and return; the committing thread calls
+their ``done`` once the events are durable (and in the views). A scheduler's ingest
+pipelines on them (engine/mesos/core.py): the stream goes on while earlier updates commit,
+many to a transaction, and each update is acknowledged from its ``done``.
+
 Every Ledger event lives in one stream of the log (one originator, version = position),
 because the Ledger is the single writer of its log; other eventsourcing applications may
 share the file under their own originators, and replay skips them.
@@ -20,13 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import math
 import os
 import threading
 import time as _time
 from collections.abc import Callable, Sequence
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import msgpack
 from eventsourcing.persistence import PersistenceError, StoredEvent
@@ -71,6 +78,14 @@ _LOCK_FILE = "ledger.lock"
 _UNINDEXED_SCAN = 65_536
 _TIME_OF = itemgetter(0)
 
+_log = logging.getLogger("taskledger.ledger")
+
+# A status update's completion: its notification id (None for a re-delivery, or on
+# failure) and the error (None once it is durable).
+UpdateDone: TypeAlias = Callable[[int | None, BaseException | None], None]
+# An append's completion: the ids (None on failure) and the error (None once durable).
+AppendDone: TypeAlias = Callable[[list[int] | None, BaseException | None], None]
+
 
 class LedgerLocked(LogOpenError):
     """Another process has the log open for writing."""
@@ -106,9 +121,11 @@ class Ledger(LogReader):
         self._lock_fd = lock_fd
         self._packer_lock = threading.Lock()
         self._views_lock = threading.RLock()
-        # Updates appended but not yet committed, so a concurrent re-delivery is a dup too.
+        # Agent updates appended or submitted and not yet committed, each with the
+        # completions of its re-deliveries that came meanwhile: a re-delivery is answered
+        # (as a duplicate) only once the update it repeats is durable.
         self._dedup_lock = threading.Lock()
-        self._inflight: set[tuple[str, str]] = set()
+        self._inflight: dict[tuple[str, str], list[UpdateDone]] = {}
         # Task ids whose TaskCreated is being appended: a concurrent creator of one loses.
         self._creating: set[str] = set()
         # The saga's decisions are serialised by this lock (tick, reconcile, dispatch,
@@ -136,14 +153,22 @@ class Ledger(LogReader):
         map_size: int = 1 << 30,
         max_map_size: int = 1 << 40,
         clock: Callable[[], float] = _time.time,
+        background_commits: bool = True,
     ) -> Ledger:
         """Opens (creating if missing) the log in folder ``path`` for writing.
 
-        Only one process may write a log: a second one gets ``LedgerLocked``.
+        Only one process may write a log: a second one gets ``LedgerLocked``. With
+        ``background_commits=False`` submissions (``submit``, ``submit_status_update``)
+        are committed only by the next waiting call or ``flush()``, in its thread: a
+        deterministic simulation steps the pipeline so.
         """
         path = os.fspath(path)
         datastore = LMDBDatastore.open(
-            path, map_size=map_size, max_map_size=max_map_size, durable=durable
+            path,
+            map_size=map_size,
+            max_map_size=max_map_size,
+            durable=durable,
+            background_commits=background_commits,
         )
         lock_fd = None
         try:
@@ -155,8 +180,12 @@ class Ledger(LogReader):
             datastore.close()
             raise
 
-    def close(self) -> None:
-        """Closes the log; the Ledger cannot be used afterwards."""
+    def close(self, *, flush: bool = True) -> None:
+        """Closes the log; the Ledger cannot be used afterwards. Submissions not committed
+        yet are committed first, unless ``flush`` is False: then they are dropped, as a
+        killed process drops them (their ``done`` is told the log is closed)."""
+        if flush and not self._store.closed:
+            self._store.flush()
         with contextlib.suppress(PersistenceError):  # a full log: the next open scans
             self._write_times()
         if self._store.after_commit == self._after_commit:
@@ -229,18 +258,86 @@ class Ledger(LogReader):
             return self._append_one(event)
         key = (event.task_id, event.uuid)
         with self._dedup_lock:
-            # The task's latest update (what agents re-send) is known without a lookup;
-            # one being appended by another thread is a re-delivery too.
-            if key in self._inflight or self._state.last_uuid.get(event.task_id) == event.uuid:
-                return None
-            self._inflight.add(key)
+            waiters = self._inflight.get(key)
+            if waiters is None:
+                # The task's latest update (what agents re-send) is known without a lookup.
+                if self._state.last_uuid.get(event.task_id) == event.uuid:
+                    return None
+                self._inflight[key] = []
+            else:
+                settled = _Settled()  # being appended already: wait until it is durable
+                waiters.append(settled)
+        if waiters is not None:
+            return settled.wait()
+        error: BaseException | None = None
         try:
             return self.append((event,), unique_keys=(update_key(*key),))[0]
         except DuplicateKey:
             return None  # an older update, recorded before: the log's unique index knew it
+        except BaseException as e:
+            error = e
+            raise
         finally:
-            with self._dedup_lock:
-                self._inflight.discard(key)
+            self._settle(key, error)
+
+    def submit_status_update(
+        self, status: dict[str, Any], *, done: UpdateDone, time: float | None = None
+    ) -> None:
+        """``status_update`` without the wait: queues the update for the next group commit
+        and returns. ``done(nid, error)`` is called once: with the id once the update is
+        durable and in the views (safe to acknowledge), with None for a re-delivery once
+        the update it repeats is durable (also when that one is still in flight: a
+        re-delivery is never answered before its original), or with the error if it
+        could not be written. Submissions are written in the order they are made, so a
+        task's updates keep their order. ``done`` runs on the committing thread (see
+        ``LMDBDatastore.submit``): quick, and it must not wait for an append. A malformed
+        status raises ``MalformedStatus`` here, and nothing is queued.
+        """
+        event = status_from_mesos(status, time=self._now(time))
+        if event.uuid is None:  # a master's answer: batched with its neighbours, never a dup
+
+            def answered(ids: list[int] | None, error: BaseException | None) -> None:
+                done(None if ids is None else ids[0], error)
+
+            self.submit((event,), done=answered)
+            return
+        key = (event.task_id, event.uuid)
+        with self._dedup_lock:
+            waiters = self._inflight.get(key)
+            if waiters is not None:
+                waiters.append(done)  # told when the one in flight is durable
+                return
+            duplicate = self._state.last_uuid.get(event.task_id) == event.uuid
+            if not duplicate:
+                self._inflight[key] = []
+        if duplicate:
+            done(None, None)
+            return
+
+        def recorded(ids: list[int] | None, error: BaseException | None) -> None:
+            if isinstance(error, DuplicateKey):
+                error = None  # an older update, recorded before: a re-delivery
+            try:
+                done(None if ids is None else ids[0], error)
+            finally:
+                self._settle(key, error)
+
+        try:
+            self.submit((event,), done=recorded, unique_keys=(update_key(*key),))
+        except BaseException as e:
+            self._settle(key, e)
+            raise
+
+    def _settle(self, key: tuple[str, str], error: BaseException | None) -> None:
+        """The update ``key`` is durable (or failed with ``error``): its re-deliveries that
+        came meanwhile are answered."""
+        with self._dedup_lock:
+            waiters = self._inflight.pop(key, [])
+        for waiter in waiters:
+            try:
+                waiter(None, error)
+            except Exception:
+                _log.exception("a status update's completion failed")
 
     def update_recorded(self, task_id: str, uuid: str) -> bool:
         """Whether the update of ``task_id`` with ``uuid`` is in the log (any of them, not
@@ -318,26 +415,61 @@ class Ledger(LogReader):
         if not events:
             return []
         _check_event_times(events)
-        enforce = bool(unique_keys)
-        if not enforce:
-            keys = [
-                update_key(e.task_id, e.uuid)
-                if type(e) is StatusUpdateReceived and e.uuid is not None
-                else None
-                for e in events
-            ]
-            unique_keys = keys if any(keys) else ()
+        unique_keys, enforce = _keys_of(events, unique_keys)
         started = _time.perf_counter()
-        with self._packer_lock:
-            stored = [
-                StoredEvent(LEDGER_STREAM, None, e.topic, msgpack.packb(to_wire(e))) for e in events
-            ]
         ids = self._store.append(
-            stored, context=events, unique_keys=unique_keys, enforce_unique=enforce
+            self._stored(events), context=events, unique_keys=unique_keys, enforce_unique=enforce
         )
         if self.observer is not None:
             self.observer.observe_append(_time.perf_counter() - started, events)
         return ids
+
+    def submit(
+        self,
+        events: Sequence[NamedTuple],
+        *,
+        done: AppendDone,
+        unique_keys: Sequence[bytes | None] = (),
+    ) -> None:
+        """``append`` without the wait: queues the events for the next group commit and
+        returns; ``done(ids, error)`` is called once, on the committing thread, when they
+        are durable and in the views (or failed: ``DuplicateKey``, ``LogFull``, ...).
+        The events of one call are written together, in the order of the calls."""
+        if not events:
+            done([], None)
+            return
+        _check_event_times(events)
+        unique_keys, enforce = _keys_of(events, unique_keys)
+        started = _time.perf_counter()
+        observer = self.observer
+
+        def finished(ids: list[int] | None, error: BaseException | None) -> None:
+            if error is None and observer is not None:
+                observer.observe_append(_time.perf_counter() - started, events)
+            done(ids, error)
+
+        self._store.submit(
+            self._stored(events),
+            done=finished,
+            context=events,
+            unique_keys=unique_keys,
+            enforce_unique=enforce,
+        )
+
+    def flush(self) -> None:
+        """Returns once everything submitted before is durable (commits it in this thread
+        if no commit is in progress)."""
+        self._store.flush()
+
+    def pending_submissions(self) -> int:
+        """Submissions queued and not committed yet."""
+        return self._store.pending_submissions()
+
+    def _stored(self, events: Sequence[NamedTuple]) -> list[StoredEvent]:
+        with self._packer_lock:
+            return [
+                StoredEvent(LEDGER_STREAM, None, e.topic, msgpack.packb(to_wire(e))) for e in events
+            ]
 
     def _append_one(self, event: NamedTuple) -> int:
         return self.append((event,))[0]
@@ -460,10 +592,12 @@ class Ledger(LogReader):
         with self._views_lock:
             return _pending(self._state.saga.outbox, self._state.views)
 
-    def dispatcher(self, send: Callable[[PendingCommand], object]) -> Dispatcher:
+    def dispatcher(self, send: Callable[..., object], *, asynchronous: bool = False) -> Dispatcher:
         """A dispatcher that sends remote commands through ``send(command)`` and records
         the outcomes in this log (engine/outbox.py says what is sent when, and why a crash
-        loses nothing)."""
+        loses nothing). With ``asynchronous``, ``send(command, done)`` hands the command
+        over and tells ``done(error)`` later (engine/mesos/core.py SchedulerCore.send_command):
+        a dispatch pass never waits for the master."""
 
         def plan_at(now: float) -> DispatchPlan:
             now = check_time("now", now)  # before anything is sent or appended
@@ -483,6 +617,7 @@ class Ledger(LogReader):
             config=self.saga_config.dispatch,
             failures_of=failures_of,
             lock=self._saga_lock,
+            submit=self.submit if asynchronous else None,
         )
 
     def dispatch(self, send: Callable[[PendingCommand], object], *, now: float) -> DispatchReport:
@@ -557,6 +692,40 @@ def _check_event_times(events: Sequence[NamedTuple]) -> None:
         pass
     for position, event in enumerate(events):
         check_time(f"time of event {position} ({type(event).__name__})", event[0])
+
+
+def _keys_of(
+    events: Sequence[NamedTuple], unique_keys: Sequence[bytes | None]
+) -> tuple[Sequence[bytes | None], bool]:
+    """The unique keys an append stores, and whether it enforces them (see ``append``)."""
+    if unique_keys:
+        return unique_keys, True
+    keys = [
+        update_key(e.task_id, e.uuid)
+        if type(e) is StatusUpdateReceived and e.uuid is not None
+        else None
+        for e in events
+    ]
+    return (keys if any(keys) else ()), False
+
+
+class _Settled:
+    """A waiting re-delivery: woken with the outcome of the update it repeats."""
+
+    __slots__ = ("_event", "_error")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._error: BaseException | None = None
+
+    def __call__(self, nid: int | None, error: BaseException | None) -> None:
+        self._error = error
+        self._event.set()
+
+    def wait(self) -> None:
+        self._event.wait()
+        if self._error is not None:
+            raise self._error
 
 
 def _check_text(name: str, value: object) -> None:

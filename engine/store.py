@@ -34,11 +34,20 @@ Group commit: every insert goes through one queue; whichever caller finds no com
 progress becomes the leader, writes everything queued in one transaction with one fsync,
 and wakes the others. Each caller returns only when its own events are durable, and a
 conflicting batch fails alone (a nested transaction), writing nothing of itself.
+
+``LMDBDatastore.submit`` queues events without waiting: a commit thread of the store's own
+leads whenever the queue's head was submitted that way, and calls each submission's
+``done(ids, error)`` once its transaction is durable (or failed), in commit order, after
+the after-commit hook. So a stream of submissions is written while the next ones arrive,
+many to a transaction: the pipeline the embedded scheduler's ingest is built on. With
+``background_commits=False`` no thread is started: submissions wait for the next caller
+that writes and waits, or for ``flush()`` (a deterministic simulation steps commits so).
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import struct
 import threading
@@ -87,6 +96,12 @@ _KEY_FORMAT = b"format"
 _KEY_MAGIC = b"magic"
 _MAX_KEY = 511  # LMDB's default maximum key size
 _SIBLING_WINDOW = 0.005  # a writer seen this recently (seconds) is likely to write again
+
+log = logging.getLogger("taskledger.store")
+
+# What a submission's ``done`` is called with: the notification ids (None on failure) and
+# the error (None on success).
+Done = Callable[[list[int] | None, BaseException | None], None]
 
 
 # ----------------------------------------------------------------------------- errors
@@ -202,9 +217,11 @@ class _ResizeLock:
 
 class _Request:
     """One caller's share of a group commit: either plain events to append (which the
-    leader merges with its neighbours' into one write) or an ``apply(txn, batch)``."""
+    leader merges with its neighbours' into one write) or an ``apply(txn, batch)``. A
+    submitted one (``callback`` set) has no waiting caller: its callback is told instead."""
 
     __slots__ = (
+        "callback",
         "apply",
         "events",
         "context",
@@ -227,6 +244,7 @@ class _Request:
         unique: Sequence[bytes | None] = (),
         enforce: bool = True,
     ) -> None:
+        self.callback: Done | None = None
         self.apply = apply
         self.events = events
         self.context = context
@@ -271,6 +289,7 @@ class LMDBDatastore:
         max_batch: int = 10_000,
         commit_delay: float = 0.0005,
         readonly: bool = False,
+        background_commits: bool = True,
     ) -> LMDBDatastore:
         real = _check_path(path, readonly=readonly)
         with cls._registry_lock:
@@ -279,6 +298,7 @@ class LMDBDatastore:
                 store = cls(
                     real, map_size, max_map_size, durable, max_batch, commit_delay, readonly
                 )
+                store.background_commits = background_commits
                 cls._registry[real] = store
             elif store.durable != durable and not readonly:
                 # Two users of one path with different durability would silently get the
@@ -315,6 +335,11 @@ class LMDBDatastore:
         self._gather_target = 0
         self._recent_writers: dict[int, float] = {}
         self.commit_delay = commit_delay
+        # Submissions (``submit``) are led by this thread, started on the first one; it
+        # takes the leadership as a token (one release per hand-over).
+        self.background_commits = True
+        self._committer: threading.Thread | None = None
+        self._committer_token = threading.Semaphore(0)
         self._listeners: set[threading.Event] = set()
         self._closed = False
         # Called by the committing leader with the batch's successful requests (their
@@ -469,6 +494,76 @@ class LMDBDatastore:
         )
         return self._submit(request)
 
+    def submit(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        done: Done,
+        context: Any = None,
+        unique_keys: Sequence[bytes | None] = (),
+        enforce_unique: bool = True,
+    ) -> None:
+        """Queues events for the group commit and returns at once (``append`` without the
+        wait); the arguments mean what they mean there.
+
+        ``done(ids, error)`` is called exactly once, by the thread that committed the
+        transaction, once it is durable (the ids; the after-commit hook has run) or failed
+        (the error, e.g. ``DuplicateKey`` or ``LogFull``: nothing of the submission was
+        written). Submissions are written in the order they were made, and ``done`` calls
+        come in commit order. ``done`` must be quick and must not wait for an append of
+        this store (it runs while its thread leads the group commit); it may submit.
+        A closed store fails what is still queued: ``done`` then gets an OperationalError.
+        """
+        if unique_keys and len(unique_keys) != len(stored_events):
+            raise ValueError("unique_keys needs one key (or None) per event")
+        request = _Request(
+            None, stored_events, max(1, len(stored_events)), context, unique_keys, enforce_unique
+        )
+        request.callback = done
+        self._check_writable()
+        with self._lock:
+            self._queue.append(request)
+            if self._gathering and len(self._queue) >= self._gather_target:
+                self._arrived.notify()
+            if self._leader_busy or not self.background_commits:
+                return  # the leader takes it in; or it waits for a writer or flush()
+            self._leader_busy = True
+            self._start_committer()
+        self._committer_token.release()
+
+    def flush(self) -> None:
+        """Commits everything submitted before this call, in this thread if no commit is
+        in progress; returns once it is durable."""
+        self._submit(_Request(None, (), 1))
+
+    @property
+    def closed(self) -> bool:
+        """Whether the store was closed (by its last user)."""
+        return self._closed
+
+    def pending_submissions(self) -> int:
+        """Submissions queued and not yet committed (for tests and the simulation)."""
+        with self._lock:
+            return sum(1 for r in self._queue if r.callback is not None)
+
+    def _start_committer(self) -> None:
+        """Starts the commit thread if it is not running (called with the queue lock)."""
+        if self._committer is None:
+            self._committer = threading.Thread(
+                target=self._commit_loop, name=f"group commit {self.path}", daemon=True
+            )
+            self._committer.start()
+
+    def _commit_loop(self) -> None:
+        while True:
+            self._committer_token.acquire()
+            if self._closed:
+                return
+            try:
+                self._lead()
+            except Exception:  # its requests were failed and told; the thread goes on
+                log.exception("group commit failed")
+
     def write(self, apply: Callable[[Any, _Batch], Any], size: int = 1) -> Any:
         """Runs ``apply(txn, batch)`` in a shared, durable write transaction.
 
@@ -477,11 +572,14 @@ class LMDBDatastore:
         """
         return self._submit(_Request(apply, None, size))
 
-    def _submit(self, request: _Request) -> Any:
+    def _check_writable(self) -> None:
         if self._closed:
             raise OperationalError(f"log {self.path} is closed")
         if self.readonly:
             raise OperationalError(f"log {self.path} is open read-only")
+
+    def _submit(self, request: _Request) -> Any:
+        self._check_writable()
         # Each waiter sleeps on a lock of its own, released once by the leader, so a
         # commit wakes exactly its writers (no herd fighting over one condition).
         request.wake.acquire()
@@ -502,28 +600,50 @@ class LMDBDatastore:
         return _outcome(request)
 
     def _lead(self) -> None:
-        """Commits one batch of the queue, wakes its writers, hands leadership on."""
+        """Commits one batch of the queue, wakes its writers (tells its submitters), hands
+        leadership on."""
         me = threading.get_ident()
         with self._lock:
             self._gather()
-            batch, total = [], 0
-            while self._queue and (not batch or total + self._queue[0].size <= self.max_batch):
-                req = self._queue.pop(0)
-                batch.append(req)
-                total += req.size
+            queue, cut, total = self._queue, 0, 0
+            while cut < len(queue) and (not cut or total + queue[cut].size <= self.max_batch):
+                total += queue[cut].size
+                cut += 1
+            batch = queue[:cut]
+            del queue[:cut]  # one move, not one per request (a pipeline queues thousands)
         try:
             self._commit(batch)
         finally:
             for req in batch:
-                if req.thread != me:
+                if req.callback is not None:
+                    _tell(req)
+                elif req.thread != me:
                     req.wake.release()
             with self._lock:
-                mine = [r for r in self._queue if r.thread == me]
+                # A leader whose own request did not fit in this batch leads the next one.
+                mine = any(r.thread == me and r.callback is None for r in self._queue)
                 if self._queue and not mine:
-                    # Hand over: the oldest waiter leads next (leader_busy stays set).
-                    self._queue[0].wake.release()
+                    self._hand_over()
                 elif not self._queue:
                     self._leader_busy = False
+
+    def _hand_over(self) -> None:
+        """Passes the leadership to the oldest request's side (called with the queue lock,
+        leader_busy stays set): its waiting writer, or the commit thread for a submission.
+        Without a commit thread, a submission waits for the next waiting writer (or
+        flush); if there is none, nobody leads until one comes."""
+        head = self._queue[0]
+        if head.callback is None:
+            head.wake.release()
+        elif self.background_commits and not self._closed:
+            self._start_committer()
+            self._committer_token.release()
+        else:
+            writer = next((r for r in self._queue if r.callback is None), None)
+            if writer is not None:
+                writer.wake.release()
+            else:
+                self._leader_busy = False
 
     def _gather(self) -> None:
         """Waits briefly for the writers that are likely to come back (called with the
@@ -780,7 +900,30 @@ class LMDBDatastore:
                 return
             self._registry.pop(self.path, None)
             self._closed = True
+        with self._lock:
+            # Submissions still queued are not written (the caller flushes first if it
+            # wants them): their submitters are told.
+            orphans = [r for r in self._queue if r.callback is not None]
+            self._queue[:] = [r for r in self._queue if r.callback is None]
+            committer, self._committer = self._committer, None
+        _fail_all(orphans, OperationalError(f"log {self.path} is closed"))
+        for request in orphans:
+            _tell(request)
+        if committer is not None:
+            self._committer_token.release()  # it finishes its batch, then sees the close
+            if committer is not threading.current_thread():
+                committer.join()
         self.env.close()
+
+
+def _tell(request: _Request) -> None:
+    """Calls a submission's ``done``; a raising callback is the submitter's bug, logged, and
+    must not stop the leader (the other requests of the batch are still to be told)."""
+    assert request.callback is not None
+    try:
+        request.callback(request.result if request.error is None else None, request.error)
+    except Exception:
+        log.exception("a group-commit callback failed")
 
 
 def _outcome(request: _Request) -> Any:
