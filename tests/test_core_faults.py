@@ -9,29 +9,34 @@ from engine.mesos.core import JobSpec, SchedulerCore
 
 
 class RecordingDriver:
-    """The calls the core makes, kept for the assertions (the transport is tested end to
-    end against the simulated master in test_e2e_*)."""
+    """The calls the core makes, kept for the assertions, each taken at once (the transport
+    is tested end to end against the simulated master in test_e2e_*)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    def acknowledge(self, status):
-        self.calls.append(("ack", status["uuid"]))
+    def _took(self, call, done):
+        self.calls.append(call)
+        if done is not None:
+            done(None)
 
-    def launch(self, offer_id, task_infos):
-        self.calls.append(("launch", offer_id, [t["task_id"]["value"] for t in task_infos]))
+    def acknowledge(self, status, done=None):
+        self._took(("ack", status["uuid"]), done)
 
-    def decline(self, offer_ids, refuse_seconds):
-        self.calls.append(("decline", tuple(offer_ids)))
+    def launch(self, offer_id, task_infos, done=None):
+        self._took(("launch", offer_id, [t["task_id"]["value"] for t in task_infos]), done)
 
-    def kill(self, task_id, agent_id):
-        self.calls.append(("kill", task_id))
+    def decline(self, offer_ids, refuse_seconds, done=None):
+        self._took(("decline", tuple(offer_ids)), done)
 
-    def reconcile(self, tasks):
-        self.calls.append(("reconcile", tuple(tasks)))
+    def kill(self, task_id, agent_id, done=None):
+        self._took(("kill", task_id), done)
 
-    def revive(self):
-        self.calls.append(("revive",))
+    def reconcile(self, tasks, done=None):
+        self._took(("reconcile", tuple(tasks)), done)
+
+    def revive(self, done=None):
+        self._took(("revive",), done)
 
 
 def _core(ledger: Ledger) -> SchedulerCore:
@@ -65,10 +70,10 @@ def test_an_update_is_acknowledged_only_after_it_is_in_the_log(tmp_path):
         driver = core.driver
         original = driver.acknowledge
 
-        def acknowledge(status):
+        def acknowledge(status, done=None):
             uuids = [getattr(e, "uuid", None) for _, e in ledger.events()]
             seen_in_log.append(status["uuid"] in uuids)
-            original(status)
+            original(status, done)
 
         driver.acknowledge = acknowledge
         status = {
@@ -78,6 +83,8 @@ def test_an_update_is_acknowledged_only_after_it_is_in_the_log(tmp_path):
             "uuid": "AAECAwQFBgcICQoLDA0ODw==",
         }
         core.update(status)
-        core.update(status)  # a re-delivery: acknowledged again, recorded once
+        core.update(status)  # a re-delivery (maybe while the first commits): recorded once
+        ledger.flush()
         assert seen_in_log == [True, True]
         assert sum(1 for _, e in ledger.events() if getattr(e, "uuid", None)) == 1
+        assert core.in_flight.count == 0

@@ -473,6 +473,11 @@ def test_calls_slower_than_the_http_timeout(cluster, tmp_path):
         kills = commands(ledger, since, "KILL")
         assert {k.task_id for k in kills} == {"rogue-1"}
         assert kills[0].rule == "R-IMPLICIT-KILL-UNKNOWN"
+        # The sender records the KILL's outcome when its call gives up (after the timeout),
+        # maybe after the kill already took effect.
+        wait_until(
+            lambda: list(_events(ledger, "CommandFailed", since)), TIMEOUT, what="KILL failed"
+        )
         failed = [e for _, e in _events(ledger, "CommandFailed", since)]
         assert [_command(ledger, f.command_id).kind for f in failed] == ["KILL"]
         assert "timed out" in failed[0].error

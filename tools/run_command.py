@@ -23,13 +23,16 @@ from typing import Any
 
 import click
 
+from engine.mesos.inflight import DEFAULT_LIMIT as DEFAULT_IN_FLIGHT
 from tools.run_config import Duration, config_option, file_note, render, setting
 
-# A test-only hook (tests/test_crash_loop.py): with this set to N, the process prints
-# "taskledger: test hook: killed before appending <task id> <uuid>" on stderr and SIGKILLs
-# itself right before the Ledger append of the Nth update that carries a uuid, i.e. after
-# receiving an update and before committing it. Never set it in production.
+# Test-only hooks (tests/test_crash_loop.py). With one of these set to N, the process prints
+# "taskledger: test hook: killed before <appending|acknowledging> <task id> <uuid>" on
+# stderr and SIGKILLs itself: right before the Nth update that carries a uuid is handed to
+# the log (received, not committed), or right before the acknowledgement of the Nth one is
+# handed to the sender (committed, not acknowledged). Never set them in production.
 CRASH_BEFORE_APPEND = "TASKLEDGER_TEST_CRASH_BEFORE_APPEND"
+CRASH_BEFORE_ACK = "TASKLEDGER_TEST_CRASH_BEFORE_ACK"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # What the master answers a SUBSCRIBE with when it will not take us: retrying cannot help.
 FATAL_ANSWERS = {
@@ -42,24 +45,34 @@ FATAL_ANSWERS = {
 log = logging.getLogger("taskledger.run")
 
 
-def _install_crash_hook(nth: int) -> None:
+def _install_crash_hooks() -> None:
     from engine.ledger import Ledger
+    from engine.mesos.driver import PymesosDriver
 
-    original = Ledger.status_update
+    for variable, owner, name, what in (
+        (CRASH_BEFORE_APPEND, Ledger, "submit_status_update", "appending"),
+        (CRASH_BEFORE_ACK, PymesosDriver, "acknowledge", "acknowledging"),
+    ):
+        nth = os.environ.get(variable)
+        if nth:
+            setattr(owner, name, _crashing(getattr(owner, name), int(nth), what))
+
+
+def _crashing(original: Any, nth: int, what: str) -> Any:
     seen = 0
 
-    def status_update(self: Ledger, status: dict, **kwargs: object) -> int | None:
+    def hooked(self: Any, status: dict, *args: Any, **kwargs: Any) -> Any:
         nonlocal seen
         if isinstance(status, dict) and status.get("uuid"):
             seen += 1
             if seen == nth:
                 task = (status.get("task_id") or {}).get("value")
-                line = f"taskledger: test hook: killed before appending {task} {status['uuid']}\n"
+                line = f"taskledger: test hook: killed before {what} {task} {status['uuid']}\n"
                 os.write(2, line.encode())
                 os.kill(os.getpid(), signal.SIGKILL)
-        return original(self, status, **kwargs)  # type: ignore[arg-type]
+        return original(self, status, *args, **kwargs)
 
-    Ledger.status_update = status_update  # type: ignore[method-assign]
+    return hooked
 
 
 def _serve(port: int) -> Any:
@@ -380,6 +393,15 @@ def print_config(ctx: click.Context, values: dict[str, Any]) -> None:
     type=click.IntRange(1),
     help="older snapshots are deleted (the log never is)",
 )
+@setting(
+    "--max-in-flight",
+    default=DEFAULT_IN_FLIGHT,
+    show_default=True,
+    type=click.IntRange(1),
+    help="at most this many status updates between arrival and acknowledgement; past it the "
+    "master's event stream is read only as fast as the log commits and the master takes "
+    "acknowledgements (memory stays bounded)",
+)
 @setting("-v", "--verbose", is_flag=True, help="log what happens (INFO), tracebacks in full")
 @click.pass_context
 def run_command(ctx: click.Context, **values: Any) -> None:
@@ -461,10 +483,9 @@ def _prepare(values: dict[str, Any]) -> tuple[Any, list[str]]:
         snapshots_kept=values["snapshots_kept"],
         framework_fields=framework_fields,
         credential=credential,
+        max_in_flight=values["max_in_flight"],
     )
-    hook = os.environ.get(CRASH_BEFORE_APPEND)
-    if hook:
-        _install_crash_hook(int(hook))
+    _install_crash_hooks()
     services: list[Any] = [_Announce(found, config, api)]
     if api is not None:
         services.append(api)

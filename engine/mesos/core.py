@@ -6,33 +6,40 @@ caller: under pymesos a raise on the IO thread aborts the driver (and with failo
 tears down every task), so every entry point records the error and carries on.
 
 Order of effects, always: append to the Ledger (durable) first, then act on Mesos. An update
-is acknowledged only after its append returned; a launch is sent only after its
+is acknowledged only once its append is durable; a launch is sent only after its
 TaskAssigned is durable.
+
+Updates are pipelined: `update` hands the update to the Ledger's group commit without
+waiting for it (Ledger.submit_status_update) and returns, so the stream is read while
+earlier updates commit, many to one transaction. The commit's completion, on the committing
+thread, hands the acknowledgement to the driver, whose sender sends it from a thread of its
+own. At most `max_in_flight` updates are between their arrival and their end (engine/mesos/
+inflight.py): past that, `update` waits, and the stream is read as fast as the log and the
+master's calls allow. Every other call to the master goes the same way: handed over, its
+outcome told later.
 """
 
 from __future__ import annotations
 
-import http.client
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from engine.events import FrameworkError, SchedulerFault, TaskAssigned, TaskCreated
 from engine.ledger import Ledger
 from engine.lifecycle import ScheduleStatus
 from engine.mesos.driver import Driver
+from engine.mesos.inflight import DEFAULT_LIMIT, InFlight
 from engine.task_status import MalformedStatus
 
 log = logging.getLogger("taskledger.scheduler")
 
-# What a call to the master raises when it does not go through: pymesos raises RuntimeError
-# for a non-2xx answer or no connection, the socket layer OSError (refused, reset, timeout)
-# or an HTTPException. In a callback these are the master's weather, not our bug: each is
-# handled where the call is made (the agent re-sends an update we could not acknowledge,
-# offers we could not answer are declined again, a launch that did not leave is reconciled).
-CALL_FAILED = (RuntimeError, OSError, http.client.HTTPException)
+_PENDING = ScheduleStatus.PENDING.value
+# The states a task may be PENDING from later (None: a task the view holds no state of).
+_MAY_BE_PENDING = frozenset({None, ScheduleStatus.INIT.value, ScheduleStatus.THROTTLED.value})
 
 
 @dataclass(frozen=True)
@@ -52,12 +59,23 @@ class CoreStats:
     updates: int = 0
     duplicates: int = 0
     rejected: int = 0
+    append_failures: int = 0  # updates that could not be written (so not acknowledged)
     launches: int = 0
     callback_errors: int = 0
-    call_failures: int = 0  # calls from callbacks the master did not take (503, timeout, ...)
+    call_failures: int = 0  # calls the master did not take (503, timeout, ...)
     last_error: str | None = None
     heartbeats: int = 0
     last_heartbeat: float | None = None
+    last_update: float | None = None  # when the stream last delivered an update
+
+    @property
+    def last_heard(self) -> float | None:
+        """When the stream last showed it is alive: a heartbeat, or an update (a burst of
+        updates can hold the heartbeats back in the stream for longer than the watchdog
+        waits)."""
+        if self.last_update is None or self.last_heartbeat is None:
+            return self.last_heartbeat if self.last_update is None else self.last_update
+        return max(self.last_heartbeat, self.last_update)
 
 
 def _scalar(offer: dict[str, Any], name: str) -> float:
@@ -77,6 +95,8 @@ class SchedulerCore:
         *,
         clock: Callable[[], float],
         refuse_seconds: float = 5.0,
+        max_in_flight: int = DEFAULT_LIMIT,
+        relieve: Callable[[], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.job = job
@@ -85,11 +105,19 @@ class SchedulerCore:
         self.driver: Driver | None = None
         self.stats = CoreStats()
         self.subscribed = False
-        # Offers we failed to answer (ACCEPT or DECLINE raised): the master may still hold
+        # Updates between arrival and acknowledgement (``relieve``: see InFlight).
+        self.in_flight = InFlight(max_in_flight, relieve=relieve)
+        # Offers we failed to answer (ACCEPT or DECLINE failed): the master may still hold
         # them for us, and would never offer their resources again; declined again until a
-        # DECLINE goes through, they are rescinded, or a new subscription drops them.
+        # DECLINE goes through, they are rescinded, or a new subscription drops them. The
+        # sender's threads add to it: its own lock.
         self.unanswered_offers: set[str] = set()
+        self._offers_lock = threading.Lock()
         self._lock = threading.RLock()
+        self._instances_covered: tuple[str, int] | None = None  # see ensure_instances
+        self._candidates_of: Any = None  # see pending_tasks
+        self._rows_seen = 0
+        self._candidates: dict[str, None] = {}
 
     # -- guarded entry points (called from pymesos's IO thread or a simulation) -------------
     def _guard(self, what: str, action: Callable[[], None]) -> None:
@@ -119,15 +147,23 @@ class SchedulerCore:
         self._guard("offers", lambda: self._offers(offers))
 
     def offer_rescinded(self, offer_id: str) -> None:
-        self._guard("rescind", lambda: self.unanswered_offers.discard(offer_id))
+        def action() -> None:
+            with self._offers_lock:
+                self.unanswered_offers.discard(offer_id)
+
+        self._guard("rescind", action)
 
     def decline_unanswered(self) -> None:
-        """Declines again the offers whose ACCEPT or DECLINE failed (the runtime calls this
+        """Declines again the offers whose ACCEPT or DECLINE failed (the loop calls this
         every tick; a no-op when there are none)."""
         if self.unanswered_offers and self.subscribed:
             self._guard("decline", lambda: self._decline([]))
 
     def update(self, status: dict[str, Any]) -> None:
+        """An update from the stream: handed to the log (see the module docstring). Waits,
+        outside the core's lock, while ``max_in_flight`` updates are in flight."""
+        self.stats.last_update = self.clock()
+        self.in_flight.acquire()
         self._guard("update", lambda: self._update(status))
 
     def heartbeat(self) -> None:
@@ -152,7 +188,8 @@ class SchedulerCore:
         now = self.clock()
         self.subscribed = True
         self.stats.last_heartbeat = now
-        self.unanswered_offers.clear()  # a new subscription: the master dropped our offers
+        with self._offers_lock:
+            self.unanswered_offers.clear()  # a new subscription: the master dropped our offers
         if again:
             self.ledger.framework_reregistered(framework_id, master_id, time=now)
         else:
@@ -166,26 +203,51 @@ class SchedulerCore:
 
     def _update(self, status: dict[str, Any]) -> None:
         self.stats.updates += 1
+
+        def recorded(nid: int | None, error: BaseException | None) -> None:
+            self._recorded(status, nid, error)
+
         try:
-            nid = self.ledger.status_update(status, time=self.clock())
+            self.ledger.submit_status_update(status, time=self.clock(), done=recorded)
         except MalformedStatus as e:
             # Not a fact we can record. Acknowledging stops the agent re-sending it forever;
             # leaving it unacknowledged would stall the task's update stream.
             self.stats.rejected += 1
             self.stats.last_error = f"rejected update: {e}"
             log.error("rejected a malformed status update: %s", e)
+            self._acknowledge(status)
+        except BaseException:
+            self.in_flight.release()  # nothing was queued: no completion will come
+            raise
+
+    def _recorded(self, status: dict[str, Any], nid: int | None, error: BaseException | None):
+        """The update's append is durable (nid; None for a re-delivery) or failed (on the
+        committing thread: only hands over, never waits)."""
+        if error is not None:
+            # Not in the log, so not acknowledged: its agent sends it again.
+            self.stats.append_failures += 1
+            self.stats.last_error = f"update not recorded: {error!r}"[:500]
+            log.warning("an update could not be recorded: %r", error)
+            self.in_flight.release()
+            return
+        if nid is None:
+            self.stats.duplicates += 1
+        self._acknowledge(status)
+
+    def _acknowledge(self, status: dict[str, Any]) -> None:
+        # Only updates that carry a uuid are acknowledged (master-generated ones must not be).
+        driver = self.driver
+        if status.get("uuid") and isinstance(status.get("agent_id"), dict) and driver:
+            driver.acknowledge(status, self._acknowledged)
         else:
-            if nid is None:
-                self.stats.duplicates += 1
-        # Only updates that carry a uuid are acknowledged (master-generated ones must not be),
-        # and only now that the append has returned: the update is durable.
-        if status.get("uuid") and isinstance(status.get("agent_id"), dict) and self.driver:
-            try:
-                self.driver.acknowledge(status)
-            except CALL_FAILED as e:
-                # The agent re-sends an unacknowledged update: it will be a duplicate (same
-                # uuid, recorded once) and acknowledged then.
-                self._call_failed("ACKNOWLEDGE", e)
+            self.in_flight.release()
+
+    def _acknowledged(self, error: BaseException | None) -> None:
+        self.in_flight.release()
+        if error is not None:
+            # The agent re-sends an unacknowledged update: it will be a duplicate (same
+            # uuid, recorded once) and acknowledged then.
+            self._call_failed("ACKNOWLEDGE", error)
 
     def ensure_instances(self) -> list[str]:
         """Creates a task for every instance of the job that never had one (the job's
@@ -195,26 +257,33 @@ class SchedulerCore:
         saga, from the lifecycle's RESCHEDULE side effect (Aurora's model), with the rule and
         the evidence recorded. Two authors of replacements would run an instance twice.
         """
-        if self.job is None:
+        job = self.job
+        if job is None:
             return []
-        had_task = {
-            record.instance
-            for record in self.ledger.scheduler_view.tasks.values()
-            if record.job == self.job.name
-        }
-        now = self.clock()
-        created = []
-        generation = len(self.ledger.scheduler_view.tasks)
-        for instance in range(self.job.instances):
-            if instance not in had_task:
-                # Deterministic ids (no uuid4): the same history makes the same log.
-                created.append(f"{self.job.name}/{instance}/g{generation + len(created)}")
-        if created:
-            events = [
-                TaskCreated(now, None, t, self.job.name, int(t.split("/")[-2])) for t in created
-            ]
-            self.ledger.append(events)
-        return created
+        with self._lock:  # the IO thread (offers) and the loop both call this
+            # A task, once created, stays in the view: once every instance had one, only a
+            # new job (a scale-up) can need more, and the 100k-task scan is skipped.
+            if self._instances_covered == (job.name, job.instances):
+                return []
+            had_task = {
+                record.instance
+                for record in self.ledger.scheduler_view.tasks.values()
+                if record.job == job.name
+            }
+            now = self.clock()
+            created = []
+            generation = len(self.ledger.scheduler_view.tasks)
+            for instance in range(job.instances):
+                if instance not in had_task:
+                    # Deterministic ids (no uuid4): the same history makes the same log.
+                    created.append(f"{job.name}/{instance}/g{generation + len(created)}")
+            if created:
+                events = [
+                    TaskCreated(now, None, t, job.name, int(t.split("/")[-2])) for t in created
+                ]
+                self.ledger.append(events)
+            self._instances_covered = (job.name, job.instances)
+            return created
 
     def framework_info(self, *, name: str, user: str, failover_timeout: float) -> dict[str, Any]:
         """The FrameworkInfo to subscribe with: partition-aware, with TASK_KILLING, and after
@@ -230,20 +299,21 @@ class SchedulerCore:
             framework["id"] = {"value": framework_id}
         return framework
 
-    def send_command(self, command: Any) -> None:
-        """Carries one pending remote command (engine/outbox.py) to Mesos through the driver;
-        the dispatcher's `send`. Raises if it could not be sent (it stays pending)."""
+    def send_command(self, command: Any, done: Callable[[BaseException | None], None]) -> None:
+        """Hands one pending remote command (engine/outbox.py) to the driver; the
+        dispatcher's asynchronous `send`: ``done(error)`` is told whether it went (an error:
+        it stays pending and is tried again)."""
         driver = self.driver
         if driver is None:
-            raise ConnectionError(f"no driver: {command.kind} not sent")
-        if command.kind == "KILL":
-            driver.kill(command.task_id, command.agent_id)
+            done(ConnectionError(f"no driver: {command.kind} not sent"))
+        elif command.kind == "KILL":
+            driver.kill(command.task_id, command.agent_id, done)
         elif command.kind == "RECONCILE":
             # () is implicit. Each task goes with its agent: the master's answer for a task
             # it does not hold depends on the agent named (GONE, UNREACHABLE or silence).
             tasks = list(command.tasks or ())
             agents = list(command.agents or ()) or [self.agent_of(t) for t in tasks]
-            driver.reconcile(list(zip(tasks, agents, strict=True)))
+            driver.reconcile(list(zip(tasks, agents, strict=True)), done)
         else:
             raise ValueError(f"not a remote command: {command.kind}")
 
@@ -256,20 +326,41 @@ class SchedulerCore:
         return None if scheduler is None else scheduler.agent_id
 
     def pending_tasks(self) -> list[str]:
+        """The job's PENDING tasks, in task id order.
+
+        Looks only at tasks that may still be (or become) PENDING: every task the view
+        added since the last look, and those of earlier looks still INIT, THROTTLED or
+        PENDING (no task comes back to PENDING from anywhere else). Offers come every
+        second or so; a scan of 100k task records each time would cost more than the rest.
+        """
         if self.job is None:
             return []
         view = self.ledger.scheduler_view
-        return sorted(
-            t
-            for t, r in view.tasks.items()
-            if r.job == self.job.name and r.state == ScheduleStatus.PENDING.value
-        )
+        rows = view.index.rows
+        if self._candidates_of is not view:
+            self._candidates_of, self._rows_seen, self._candidates = view, 0, {}
+        if len(rows) > self._rows_seen:
+            self._candidates.update(dict.fromkeys(islice(rows, self._rows_seen, None)))
+            self._rows_seen = len(rows)
+        pending, settled = [], []
+        for task_id in self._candidates:
+            state = view.get(task_id)
+            if state == _PENDING:
+                record = view.record(task_id)
+                if record is not None and record.job == self.job.name:
+                    pending.append(task_id)
+            elif state not in _MAY_BE_PENDING:
+                settled.append(task_id)
+        for task_id in settled:
+            del self._candidates[task_id]
+        return sorted(pending)
 
     def _offers(self, offers: list[dict[str, Any]]) -> None:
         assert self.driver is not None
         self.ensure_instances()
         pending = self.pending_tasks()
         declined = []
+        launches: list[tuple[str, str, list[str]]] = []  # (offer, agent, tasks)
         for position, offer in enumerate(offers):
             offer_id = offer["id"]["value"]
             if not pending or self.job is None:
@@ -288,35 +379,52 @@ class SchedulerCore:
             if not chosen:
                 declined.append(offer_id)
                 continue
+            launches.append((offer_id, agent_id, chosen))
+        if launches:
             now = self.clock()
-            # Durable before the launch leaves: a crash after this line leaves ASSIGNED
-            # tasks that reconciliation resolves, never a task Mesos runs that we forgot.
-            self.ledger.append([TaskAssigned(now, None, t, agent_id) for t in chosen])
-            try:
-                self.driver.launch(offer_id, [self._task_info(t, agent_id) for t in chosen])
-            except CALL_FAILED as e:
-                # Maybe launched, maybe not: the tasks stay ASSIGNED and the saga's transient
-                # timeout asks Mesos about them (then replaces them if Mesos never heard).
-                self._call_failed("ACCEPT", e)
-                self.unanswered_offers.add(offer_id)
-            else:
-                self.stats.launches += len(chosen)
+            # Durable before the launches leave (one commit for the whole event): a crash
+            # after this line leaves ASSIGNED tasks that reconciliation resolves, never a
+            # task Mesos runs that we forgot.
+            self.ledger.append(
+                [TaskAssigned(now, None, t, agent) for _, agent, chosen in launches for t in chosen]
+            )
+        for offer_id, agent_id, chosen in launches:
+            # Every task the offer fits, in one ACCEPT.
+            infos = [self._task_info(t, agent_id) for t in chosen]
+            self.driver.launch(offer_id, infos, self._launched(offer_id, len(chosen)))
         self._decline(declined)
+
+    def _launched(self, offer_id: str, count: int) -> Callable[[BaseException | None], None]:
+        def done(error: BaseException | None) -> None:
+            if error is None:
+                self.stats.launches += count
+                return
+            # Maybe launched, maybe not: the tasks stay ASSIGNED and the saga's transient
+            # timeout asks Mesos about them (then replaces them if Mesos never heard).
+            self._call_failed("ACCEPT", error)
+            with self._offers_lock:
+                self.unanswered_offers.add(offer_id)
+
+        return done
 
     def _decline(self, offer_ids: list[str]) -> None:
         assert self.driver is not None
-        retry = sorted(self.unanswered_offers - set(offer_ids))
-        batch = offer_ids + retry
+        with self._offers_lock:
+            retry = sorted(self.unanswered_offers - set(offer_ids))
+            batch = offer_ids + retry
+            # Declining an offer the master no longer holds is harmless (it is ignored);
+            # one whose DECLINE fails is unanswered again.
+            self.unanswered_offers.difference_update(batch)
         if not batch:
             return
-        try:
-            self.driver.decline(batch, self.refuse_seconds)
-        except CALL_FAILED as e:
-            self._call_failed("DECLINE", e)
-            self.unanswered_offers.update(batch)
-        else:
-            # Declining an offer the master no longer holds is harmless (it is ignored).
-            self.unanswered_offers.difference_update(batch)
+
+        def done(error: BaseException | None) -> None:
+            if error is not None:
+                self._call_failed("DECLINE", error)
+                with self._offers_lock:
+                    self.unanswered_offers.update(batch)
+
+        self.driver.decline(batch, self.refuse_seconds, done)
 
     def _call_failed(self, call: str, error: BaseException) -> None:
         self.stats.call_failures += 1

@@ -21,7 +21,10 @@ from typing import Any
 from engine.clock_watch import DEFAULT_THRESHOLD, ClockWatch
 from engine.ledger import Ledger
 from engine.mesos.core import JobSpec, SchedulerCore
+from engine.mesos.driver import PymesosDriver
+from engine.mesos.inflight import DEFAULT_LIMIT
 from engine.mesos.loop import Observer, SchedulerLoop, silent
+from engine.mesos.sender import MasterConnection, ThreadedSender
 from engine.mesos.snapshotter import Snapshotter
 from engine.saga import SagaConfig
 
@@ -67,6 +70,9 @@ class RuntimeConfig:
     # (principal, secret) pymesos sends with every call (`taskledger run`'s options).
     framework_fields: dict[str, Any] = field(default_factory=dict)
     credential: tuple[str, str] | None = field(default=None, repr=False)
+    # At most this many status updates between arrival and acknowledgement; past it the
+    # event stream is read only as fast as they are committed and acknowledged.
+    max_in_flight: int = DEFAULT_LIMIT
 
 
 @dataclass
@@ -108,6 +114,7 @@ class Runtime:
         self.core: SchedulerCore | None = None
         self.driver: Any = None
         self.loop: SchedulerLoop | None = None
+        self.sender: ThreadedSender | None = None
         self.ready = threading.Event()
         self.snapshotter: Snapshotter | None = None
 
@@ -162,7 +169,7 @@ class Runtime:
             self._restart()
             return
         limit = self.config.watchdog_intervals * self.config.heartbeat_interval
-        last = self.core.stats.last_heartbeat
+        last = self.core.stats.last_heard
         if silent(now, last, limit):
             log.warning("no heartbeat for %.1f s; restarting the driver", now - last)
             self.stats.watchdog_restarts += 1
@@ -199,12 +206,20 @@ class Runtime:
         self.ledger = Ledger.open(config.log_path, durable=config.durable, clock=self.clock)
         try:
             self.ledger.saga_config = saga_config(**config.saga_options)
-            self.core = SchedulerCore(self.ledger, config.job, clock=self.clock)
+            self.core = SchedulerCore(
+                self.ledger, config.job, clock=self.clock, max_in_flight=config.max_in_flight
+            )
+            self.sender = ThreadedSender(
+                lambda: MasterConnection(
+                    lambda: self.driver, timeout=config.http_timeout, credential=config.credential
+                )
+            )
+            self.core.driver = PymesosDriver(self.sender)
             self.core.ensure_instances()
             self.loop = SchedulerLoop(
                 self.ledger,
                 self.core,
-                self.ledger.dispatcher(self.core.send_command),
+                self.ledger.dispatcher(self.core.send_command, asynchronous=True),
                 clock=self.clock,
                 supervise=self._supervise,
                 observer=self.observer,
@@ -224,6 +239,13 @@ class Runtime:
             for service in reversed(self.services):  # operator API: before the log closes
                 service.stop()
             self._stop_driver()
+            # No update arrives any more: those in flight are committed, their
+            # acknowledgements and the commands handed over are sent, and what the sender
+            # reports is recorded, before the log closes.
+            self.ledger.flush()
+            if self.sender is not None:
+                self.sender.stop()
+            self.ledger.flush()
             if self.snapshotter is not None:
                 self.snapshotter.stop()  # before the Ledger closes under it
             if config.digest_path:

@@ -12,7 +12,6 @@ from typing import Any
 from pymesos import MesosSchedulerDriver, Scheduler
 
 from engine.mesos.core import SchedulerCore
-from engine.mesos.driver import PymesosDriver
 
 
 class _Driver(MesosSchedulerDriver):
@@ -80,7 +79,9 @@ def make_driver(
     """A pymesos driver for ``core``: failover always on (a driver that stops or aborts
     must never TEARDOWN the framework), explicit acknowledgements (after the append), and
     an explicit HTTP timeout (pymesos's default is a day). ``credential`` (principal,
-    secret) goes with every call as HTTP basic authentication."""
+    secret) goes with pymesos's SUBSCRIBE as HTTP basic authentication. It reads the event
+    stream; the core's calls go through its own sender (engine/mesos/sender.py), which
+    sends the same credential.""" 
     principal, secret = credential if credential is not None else (None, None)
     driver = _Driver(
         LedgerScheduler(core),
@@ -93,5 +94,4 @@ def make_driver(
         principal=principal,
         secret=secret,
     )
-    core.driver = PymesosDriver(driver)
     return driver

@@ -12,6 +12,8 @@ hash). Each new event is checked as it is read:
   drift cell (R-IMPLICIT-KILL-*) on an update that says the task is alive. Never silence,
   never TASK_UNKNOWN alone;
 - a task is replaced (rescheduled) at most once: one TaskCreated names it as its ancestor;
+- an agent's update (task, uuid) is in the log at most once, however often it was delivered
+  (also while the first delivery was still being committed);
 - a send that failed failed for a reason the simulated transport gives (a refused call, no
   connection), not for a bug.
 
@@ -42,6 +44,8 @@ _EXPECTED_SEND_ERRORS = ("CallRefused(", "ConnectionError(")
 
 # The invariants by name (what a failing seed reports).
 ACK_DURABLE = "acknowledged-update-in-log"
+UPDATE_ONCE = "update-recorded-once"
+ORDER_KEPT = "task-updates-in-arrival-order"
 LOG_DURABLE = "log-survives-crash"
 VIEWS_REPLAY = "views-equal-replay"
 RULE_EVIDENCE = "command-has-rule-and-evidence"
@@ -97,7 +101,10 @@ class LogWatcher:
             kind = type(event)
             if kind is StatusUpdateReceived:
                 if event.uuid is not None:
-                    self.logged.add((event.task_id, event.uuid))
+                    key = (event.task_id, event.uuid)
+                    if key in self.logged:
+                        raise Violation(UPDATE_ONCE, f"update {key} recorded again at id {nid}")
+                    self.logged.add(key)
             elif kind is CommandIssued:
                 self._check_command(nid, event)
             elif kind is TaskCreated and event.extra.get("ancestor") is not None:

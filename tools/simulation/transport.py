@@ -1,18 +1,23 @@
 """The scheduler's side of the wire, in process: what pymesos's MesosSchedulerDriver is to the
 scheduler, without its IO thread, its sockets or its clock.
 
-`VirtualMesos` keeps the driver's state (stream id, framework id, master id), sends calls as
-the same JSON bodies pymesos would (through `call`, which hands them to the simulated master's
-model), and turns the master's events into the same callbacks pymesos makes on
-`LedgerScheduler`. So the scheduler logic under test is exactly the production path:
-LedgerScheduler -> SchedulerCore -> PymesosDriver -> (this instead of pymesos) -> the master.
+`VirtualMesos` keeps the driver's state (stream id, framework id, master id), posts calls as
+the same JSON bodies the production sender does (through `call`, which hands them to the
+simulated master's model), and turns the master's events into the same callbacks pymesos
+makes on `LedgerScheduler`. `SteppedSender` is the production sender's stand-in: the calls
+wait on the same lanes until the simulation sends them, one at a time, when its seed says.
+So the scheduler logic under test is exactly the production path: LedgerScheduler ->
+SchedulerCore -> PymesosDriver -> a sender's lane -> (this instead of HTTP) -> the master.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from engine.mesos.sender import CALLS, LANE_OF, LANES, Done, Transport, call_body, send_one
 
 
 class CallRefused(RuntimeError):
@@ -59,31 +64,14 @@ class VirtualMesos:
     def connected(self) -> bool:
         return self.stream_id is not None
 
-    def _send(self, body: dict[str, Any]) -> dict[str, Any]:
-        if self.stream_id is None:
-            raise CallRefused("Not connected yet")  # pymesos: RuntimeError, no connection
-        status = self._call(wire(body), self.stream_id)
+    def post(self, kind: str, payload: dict[str, Any]) -> None:
+        """A call, as engine.mesos.sender.MasterConnection posts it (a `Transport`)."""
+        framework_id = self.framework_id
+        if self.stream_id is None or not framework_id:
+            raise ConnectionError(f"not subscribed: {kind} not sent")
+        status = self._call(wire(call_body(kind, framework_id, payload)), self.stream_id)
         if status < 200 or status >= 300:
-            raise CallRefused(f"Failed to send request {status}: {body.get('type')}")
-        return {}
-
-    def acknowledgeStatusUpdate(self, status: dict[str, Any]) -> None:  # noqa: N802
-        # pymesos's own logic: only when connected and only updates with a uuid.
-        if self.connected and "uuid" in status:
-            framework_id = self.framework_id
-            assert framework_id
-            acknowledge = {
-                "agent_id": status["agent_id"],
-                "task_id": status["task_id"],
-                "uuid": status["uuid"],
-            }
-            self._send(
-                {
-                    "type": "ACKNOWLEDGE",
-                    "framework_id": {"value": framework_id},
-                    "acknowledge": acknowledge,
-                }
-            )
+            raise CallRefused(f"Failed to send request {status}: {kind}")
 
     def stop(self, failover: bool = False) -> None:
         self.stopped = True
@@ -140,3 +128,33 @@ class VirtualMesos:
         """The master closed or cut the stream (pymesos: on_close, then disconnected)."""
         self.stream_id = None
         self.sched.disconnected(self)
+
+
+class SteppedSender:
+    """engine/mesos/sender.py's `Sender` on the simulation's thread: calls wait on the
+    production lanes (acknowledgements apart from the other calls, each lane in order)
+    until `send_next(lane)` sends the oldest of a lane through ``transport()`` (the
+    current driver's, or None: not subscribed) and tells its ``done``."""
+
+    def __init__(self, transport: Callable[[], Transport | None]) -> None:
+        self._transport = transport
+        self.lanes: dict[str, deque[tuple[str, dict[str, Any], Done | None]]] = {
+            lane: deque() for lane in LANES
+        }
+
+    def send(self, kind: str, payload: dict[str, Any], done: Done | None = None) -> None:
+        self.lanes[LANE_OF.get(kind, CALLS)].append((kind, payload, done))
+
+    def busy(self) -> list[str]:
+        """The lanes with calls waiting."""
+        return [lane for lane in LANES if self.lanes[lane]]
+
+    def send_next(self, lane: str) -> None:
+        kind, payload, done = self.lanes[lane].popleft()
+        transport = self._transport()
+        if transport is None:
+            error: BaseException | None = ConnectionError(f"not subscribed: {kind} not sent")
+        else:
+            error = send_one(transport, kind, payload)
+        if done is not None:
+            done(error)

@@ -12,6 +12,15 @@ heartbeat watchdog), deliver the stream's events (each a pymesos callback into
 SchedulerCore), let the saga decide (`Ledger.tick`), dispatch the outbox, keep the job's
 instances; then the checks.
 
+The production pipeline runs on three threads: pymesos's IO thread hands updates to the
+group commit, the commit thread writes them and hands their acknowledgements to the sender,
+the sender's lanes send calls. Here the Ledger's commits wait for the world
+(`background_commits=False`) and the calls wait on a `SteppedSender`; wherever the stream is
+delivered, the seed picks which of the three moves next (an event, a commit, a call), so
+updates are committed late, many at a time, and acknowledged later still, as under load.
+The bound on updates in flight is drawn too (small: it is reached often); reaching it
+commits and sends until a slot frees, as the IO thread would wait for that.
+
 A scheduler crash is a SIGKILL: the Ledger is closed where it stands (what was appended is in
 the LMDB file; anything the dying process still tries to append fails, as it never would
 have run), the in-memory core, driver and undelivered events are dropped, the master sees the
@@ -30,7 +39,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.events import TaskAssigned
+from engine.events import StatusUpdateReceived, TaskAssigned
 from engine.ledger import Ledger
 from engine.lifecycle import TERMINAL, ScheduleStatus
 from engine.mesos.core import JobSpec, SchedulerCore
@@ -44,7 +53,7 @@ from tools.sim.faults import InvalidFault
 from tools.simulation import invariants as inv
 from tools.simulation.chaos import Chaos
 from tools.simulation.invariants import LogWatcher, Violation
-from tools.simulation.transport import CallRefused, VirtualMesos, wire
+from tools.simulation.transport import CallRefused, SteppedSender, VirtualMesos, wire
 
 # Every duration of the saga, and the master's, runs this many times faster than in
 # production (an hour of reconciliation schedule is 6 virtual minutes): steps cost, virtual
@@ -59,6 +68,7 @@ MAX_DELIVERIES = 20_000  # events in one step: more is a livelock
 _DONE = frozenset(s.value for s in TERMINAL) | {ScheduleStatus.DELETED.value}
 _RUNNING = ScheduleStatus.RUNNING.value
 _CLOSE = "close"
+_EVENT, _COMMIT = "event", "commit"  # the pipeline's moves, beside the sender's lanes
 _EXPECTED_CALLBACK_ERRORS = (CallRefused, ConnectionError)
 
 SABOTAGES = ("ack-before-append", "kill-on-silence", "corrupt-state")
@@ -143,7 +153,14 @@ class _Process:
     ledger: Ledger
     core: SchedulerCore
     loop: SchedulerLoop
+    sender: SteppedSender
     transport: VirtualMesos | None = None
+    # Updates as they arrived, in order (task, uuid) -> arrival number: the log must hold a
+    # task's updates in the order they came.
+    arrivals: dict[tuple[str, str], int] = field(default_factory=dict)
+    first_nid: int = 0  # what this process appended starts after this id
+    order_checked: int = 0  # the log's updates are checked against arrivals up to here
+    last_arrival: dict[str, int] = field(default_factory=dict)  # task -> its latest logged
     resubscribe_at: float = 0.0
     resume_at: float | None = None  # when the operator resumes a halted dispatch
     killed: bool = False
@@ -159,6 +176,9 @@ class World:
         self.sabotage = sabotage
         self.path = os.path.join(folder, "log")
         self.rng = random.Random(f"taskledger-simulate/{seed}")
+        # The pipeline's interleaving, from a stream of its own (the faults' draws stay).
+        self.pipe = random.Random(f"taskledger-simulate/{seed}/pipeline")
+        self.max_in_flight = self.pipe.choice((1, 2, 3, 5, 8, 1000))
         rng = self.rng
         self.agents = rng.randint(2, 4)
         self.job = JobSpec("web", rng.randint(3, 8), cpus=0.25, mem=32.0)
@@ -224,7 +244,9 @@ class World:
         proc = self.proc
         assert proc is not None
         proc.killed = True
-        proc.ledger.close()  # nothing the dying process appends from here on is written
+        # Nothing the dying process appends from here on is written, nor what it submitted
+        # and had not committed yet.
+        proc.ledger.close(flush=False)
         self.stats[f"crash {where}"] += 1
         raise SchedulerKilled(where)
 
@@ -302,21 +324,29 @@ class World:
 
     def _start(self) -> None:
         """A scheduler process starts: opens the log (recovering it) and subscribes."""
-        ledger = Ledger.open(self.path, durable=False, clock=self.clock)
+        ledger = Ledger.open(self.path, durable=False, clock=self.clock, background_commits=False)
         ledger.saga_config = self.saga_config
         core_class = _AckFirstCore if self.sabotage == "ack-before-append" else SchedulerCore
-        core = core_class(ledger, self.job, clock=self.clock)
+        core = core_class(
+            ledger,
+            self.job,
+            clock=self.clock,
+            max_in_flight=self.max_in_flight,
+            relieve=self._relieve,
+        )
+        sender = SteppedSender(lambda: None if self.proc is None else self.proc.transport)
+        core.driver = PymesosDriver(sender)
         loop = SchedulerLoop(
             ledger,
             core,
-            ledger.dispatcher(core.send_command),
+            ledger.dispatcher(core.send_command, asynchronous=True),
             clock=self.clock,
             supervise=self._supervise,
             pump=self._deliver,
             after_tick=self._kill_on_silence if self.sabotage == "kill-on-silence" else None,
             tolerate_dispatch_errors=False,
         )
-        self.proc = _Process(ledger, core, loop)
+        self.proc = _Process(ledger, core, loop, sender, first_nid=ledger.last_id)
         self.stats["starts"] += 1
         if self.watch.last_nid:
             self.watch.check_reopened(ledger)
@@ -334,7 +364,6 @@ class World:
             name="taskledger-sim", user="root", failover_timeout=FAILOVER_TIMEOUT
         )
         proc.transport = VirtualMesos(LedgerScheduler(proc.core), framework, self._call)
-        proc.core.driver = PymesosDriver(proc.transport)
         proc.core.stats.last_heartbeat = self.now
         proc.resubscribe_at = self.now
         self._subscribe()
@@ -361,7 +390,7 @@ class World:
             if self.now >= proc.resubscribe_at:
                 self._subscribe()
             return
-        if silent(now, proc.core.stats.last_heartbeat, WATCHDOG_INTERVALS * HEARTBEAT):
+        if silent(now, proc.core.stats.last_heard, WATCHDOG_INTERVALS * HEARTBEAT):
             self.stats["watchdog restarts"] += 1
             if proc.core.subscribed:
                 proc.core.disconnected()
@@ -371,13 +400,30 @@ class World:
             self._new_driver()
 
     def _deliver(self) -> None:
-        """The stream's events, in order, into pymesos's callbacks (which may call back)."""
+        """The pipeline's three threads, until all are idle: the stream's events, in order,
+        into pymesos's callbacks (which may call back); the group commit; the sender's
+        lanes. The seed picks which moves next."""
         delivered = 0
-        while self.inbox:
+        while True:
             proc = self.proc
             if proc is None or proc.transport is None:
                 self.inbox.clear()
                 return
+            moves = proc.sender.busy()
+            if proc.ledger.pending_submissions():
+                moves.append(_COMMIT)
+            if self.inbox:
+                moves += [_EVENT, _EVENT]  # the stream is read as fast as it comes
+            if not moves:
+                break
+            move = self.pipe.choice(moves)
+            if move == _COMMIT:
+                proc.ledger.flush()
+                self.stats["pipelined commits"] += 1
+                continue
+            if move != _EVENT:
+                proc.sender.send_next(move)
+                continue
             sid, item = self.inbox.popleft()
             transport = proc.transport
             if sid != transport.stream_id:
@@ -390,8 +436,28 @@ class World:
                 transport.on_close()
                 proc.resubscribe_at = self.now + 0.5
             else:
+                self._arrived(proc, item)
                 transport.on_event(item)
         self.stats["events delivered"] += delivered
+
+    def _arrived(self, proc: _Process, event: dict[str, Any]) -> None:
+        status = (
+            (event.get("update") or {}).get("status") if event.get("type") == "UPDATE" else None
+        )
+        if status and status.get("uuid"):
+            key = (status["task_id"]["value"], status["uuid"])
+            proc.arrivals.setdefault(key, len(proc.arrivals))
+
+    def _relieve(self) -> None:
+        """The bound on updates in flight is reached: what the IO thread waits for (the
+        commits, the acknowledgements) happens."""
+        proc = self.proc
+        assert proc is not None
+        self.stats["in-flight bound reached"] += 1
+        proc.ledger.flush()
+        for lane in proc.sender.busy():
+            while proc.sender.lanes[lane]:
+                proc.sender.send_next(lane)
 
     def _runtime_step(self) -> None:
         """One pass of the runtime's loop (engine/mesos/loop.py), then the operator."""
@@ -458,6 +524,31 @@ class World:
             self.watch.check_views(proc.ledger)
         else:
             self.watch.refresh(proc.ledger)
+        self._check_order(proc)
+
+    def _check_order(self, proc: _Process) -> None:
+        """The updates this process recorded are in the log in the order they arrived, task
+        by task (the pipeline keeps submissions in order)."""
+        events = self.watch.events
+        for nid in range(max(proc.first_nid, proc.order_checked) + 1, len(events)):
+            event = events[nid]
+            if type(event) is not StatusUpdateReceived or event.uuid is None:
+                continue
+            arrival = proc.arrivals.get((event.task_id, event.uuid))
+            if arrival is None:
+                raise Violation(
+                    inv.ORDER_KEPT,
+                    f"update {event.uuid} of {event.task_id} at id {nid} never arrived",
+                )
+            before = proc.last_arrival.get(event.task_id)
+            if before is not None and arrival < before:
+                raise Violation(
+                    inv.ORDER_KEPT,
+                    f"{event.task_id}'s update {event.uuid} (arrival {arrival}) is in the log "
+                    f"after one that arrived later (arrival {before}), at id {nid}",
+                )
+            proc.last_arrival[event.task_id] = arrival
+        proc.order_checked = len(events) - 1
 
     # -- the end -----------------------------------------------------------------------------------
     def calm(self) -> None:
