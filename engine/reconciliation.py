@@ -11,7 +11,9 @@ Explicit (Mesos's algorithm):
 1. start: remaining = every task the scheduler holds launched and not terminal
    (lifecycle.RECONCILED);
 2. ask for `remaining` in batches (default 1000, Aurora's);
-3. wait: truncated exponential backoff (base * 2**(round-1), capped) times (1 + jitter);
+3. wait: truncated exponential backoff (base * 2**(round-1), capped) times (1 + jitter),
+   and as long again after the last answer while answers still come (a round of 100k tasks
+   is answered over many seconds);
 4. drop every task that got ANY update since the run started (a TASK_UNKNOWN answer does not
    count: the master holds nothing, so the task is asked again: AURORA-1966); repeat from 2
    until none remains ("answered") or the run's limit passes ("limit"). A silent task is
@@ -144,7 +146,7 @@ class Run:
     rounds: int = 0
     next_at: float | None = None  # None: its first round is not issued yet
     sent_at: float | None = None  # when its first RECONCILE was dispatched
-    last_answer_at: float | None = None
+    last_answer_at: float | None = None  # the latest reconciliation answer while it ran
     command_ids: set[int] = field(default_factory=set)
     by_rule: dict[str, int] = field(default_factory=dict)
 
@@ -292,6 +294,7 @@ def _answer(runs: Runs, event: StatusUpdateReceived) -> None:
     if explicit is not None:
         if event.is_reconciliation_answer:
             explicit.answers += 1
+            explicit.last_answer_at = event.time
         if event.state != _UNKNOWN:
             if event.task_id in explicit.remaining:
                 del explicit.remaining[event.task_id]
@@ -520,6 +523,12 @@ def step(
             return [complete(run, views, now, "answered", 0, extra_by_rule)]
         if now >= run.deadline:
             return [complete(run, views, now, "limit", len(asks), extra_by_rule)]
+        last = run.last_answer_at
+        if last is not None and now < last + backoff(run.run_id, run.rounds, config):
+            # Still answering: a large round's answers take the master many seconds (100k
+            # tasks at 10k answers/s), longer than the backoff. Asking again now would only
+            # repeat them; the next round waits until they have stopped for one backoff.
+            return []
         return round_events(run, views, now, config, dry_run=dry_run)
     quiet_from = None if run.sent_at is None else max(run.sent_at, run.last_answer_at or 0.0)
     if quiet_from is not None and now >= quiet_from + config.implicit_quiet:
