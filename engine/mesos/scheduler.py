@@ -81,7 +81,7 @@ def make_driver(
     an explicit HTTP timeout (pymesos's default is a day). ``credential`` (principal,
     secret) goes with pymesos's SUBSCRIBE as HTTP basic authentication. It reads the event
     stream; the core's calls go through its own sender (engine/mesos/sender.py), which
-    sends the same credential.""" 
+    sends the same credential."""
     principal, secret = credential if credential is not None else (None, None)
     driver = _Driver(
         LedgerScheduler(core),
