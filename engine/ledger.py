@@ -120,6 +120,7 @@ class Ledger(LogReader):
         self._clock = clock
         self._lock_fd = lock_fd
         self._packer_lock = threading.Lock()
+        self._packer = msgpack.Packer()  # reused (half the cost of packb), under the lock
         self._views_lock = threading.RLock()
         # Agent updates appended or submitted and not yet committed, each with the
         # completions of its re-deliveries that came meanwhile: a re-delivery is answered
@@ -139,7 +140,8 @@ class Ledger(LogReader):
         # "As of a time" (id_at): what is not indexed yet is scanned once now; from here
         # on the committing thread notes each append's smallest time (no scan).
         self._times = time_index.Minima(time_index.catch_up(datastore, self._recorder))
-        # Told of every append (latency, kinds) and commit (batch size): tools.metrics.Metrics.
+        # Told of every append (latency, kinds), commit (batch size) and, if it has
+        # `observe`, each committed event in order: tools.metrics.Metrics.
         self.observer: Any = None
         datastore.after_commit = self._after_commit
 
@@ -467,9 +469,8 @@ class Ledger(LogReader):
 
     def _stored(self, events: Sequence[NamedTuple]) -> list[StoredEvent]:
         with self._packer_lock:
-            return [
-                StoredEvent(LEDGER_STREAM, None, e.topic, msgpack.packb(to_wire(e))) for e in events
-            ]
+            pack = self._packer.pack
+            return [StoredEvent(LEDGER_STREAM, None, e.topic, pack(to_wire(e))) for e in events]
 
     def _append_one(self, event: NamedTuple) -> int:
         return self.append((event,))[0]
@@ -485,8 +486,19 @@ class Ledger(LogReader):
                     self._state.apply(nid, event)
                 if ids:  # one append's ids are consecutive; its times checked finite
                     self._times.note(ids[0], ids[-1], min(map(_TIME_OF, events)))
-        if self.observer is not None:
-            self.observer.observe_commit(sum(len(r.result) for r in requests))
+        observer = self.observer
+        if observer is None:
+            return
+        try:
+            # Events only: a write() in the batch (a snapshot, keys) has no ids.
+            observer.observe_commit(sum(len(r.events) for r in requests if r.events is not None))
+            observe = getattr(observer, "observe", None)
+            if observe is not None:
+                for request in requests:
+                    for event in request.context or ():
+                        observe(event)
+        except Exception:  # the batch is durable and in the views: a metric is not worth more
+            _log.exception("the ledger's observer failed")
 
     def _now(self, time: float | None) -> float:
         if time is None:

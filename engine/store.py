@@ -252,7 +252,7 @@ class _Request:
         self.enforce = enforce
         self.size = size
         self.thread = threading.get_ident()
-        self.wake = threading.Lock()
+        self.wake: Any = None  # a waiting caller's lock (``_submit`` makes it)
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -582,6 +582,7 @@ class LMDBDatastore:
         self._check_writable()
         # Each waiter sleeps on a lock of its own, released once by the leader, so a
         # commit wakes exactly its writers (no herd fighting over one condition).
+        request.wake = threading.Lock()
         request.wake.acquire()
         with self._lock:
             self._queue.append(request)

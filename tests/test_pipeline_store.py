@@ -244,3 +244,25 @@ def test_any_interleaving_records_each_update_once_in_arrival_order(tmp_path_fac
             (e.task_id, e.uuid) for _, e in ledger.events() if type(e) is StatusUpdateReceived
         ]
         assert logged == expected
+
+
+def test_a_write_in_the_same_commit_as_updates_does_not_fail_them_with_an_observer(ledger):
+    """A snapshot (a write with no events) committed together with updates: the observer
+    counts the events, and the updates are told they are durable (not 'committed but not
+    applied')."""
+
+    class Counting:
+        events = 0
+
+        def observe_append(self, seconds, events):
+            pass
+
+        def observe_commit(self, batch_size):
+            Counting.events += batch_size
+
+    ledger.observer = Counting()
+    told = Told()
+    ledger.submit_status_update(_status("t", _uuid(1)), done=told.done(0))
+    ledger.snapshot()  # a waiting writer: it commits the submission with its own write
+    assert told.calls == [(0, 1, None)]
+    assert Counting.events == 1

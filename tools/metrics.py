@@ -1,14 +1,15 @@
 """The runtime's Prometheus metrics (prometheus-client), defined in one place.
 
-The runtime loop (another issue) owns a `Metrics`, feeds it as things happen and serves
-`exposition()` on its /metrics endpoint:
+`taskledger run --metrics-port` hands a `Metrics` to the runtime as its observer (the
+Ledger tells it of every append and commit, and of each committed event; the loop updates
+the gauges about once a second) and serves `exposition()` on its /metrics endpoint:
 
     metrics = Metrics()
     started = time.perf_counter(); ids = ledger.append(events)
     metrics.observe_append(time.perf_counter() - started, events)    # per append call
     metrics.observe_commit(batch_size)                                # per group commit
     for nid, event in new_events: metrics.observe(event)              # runs, commands
-    metrics.update_from(ledger)                                       # gauges, each scrape
+    metrics.update_from(ledger, in_flight=n)                          # gauges
 
 Counters and histograms count what happened while this process ran (as Prometheus
 expects); gauges are recomputed from the ledger's state, so they are right after a restart.
@@ -30,6 +31,7 @@ from engine.events import (
     ReconciliationStarted,
     ReconciliationSuperseded,
 )
+from engine.lifecycle import ScheduleStatus
 
 PREFIX = "taskledger"
 # An append waits for its group commit's fsync (~0.4 ms here) plus queueing.
@@ -40,6 +42,7 @@ RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 DISAGREEING = [
     (cell.label, str(found)) for cell, found in TABLE.items() if found is not FoundBy.CONSISTENT
 ]
+SCHEDULER_STATES = tuple(s.value for s in ScheduleStatus if s is not ScheduleStatus.DELETED)
 COMMAND_STATUSES = ("issued", "dispatched", "failed", "retried", "confirmed", "cancelled")
 
 
@@ -111,6 +114,18 @@ class Metrics:
             "1 while the blast-radius breaker holds destructive commands, else 0.",
             registry=r,
         )
+        self.tasks = Gauge(
+            f"{PREFIX}_tasks",
+            "Tasks the scheduler view holds, by scheduler state.",
+            ["state"],
+            registry=r,
+        )
+        self.updates_in_flight = Gauge(
+            f"{PREFIX}_updates_in_flight",
+            "Status updates received and not yet done with (committed, and acknowledged if "
+            "they carry a uuid); at most taskledger run --max-in-flight.",
+            registry=r,
+        )
         self._run_kinds: dict[str, str] = {}
         for label, found_by in DISAGREEING:
             self.drift_tasks.labels(label, found_by).set(0)
@@ -145,10 +160,17 @@ class Metrics:
             self.commands_issued.labels(event.kind, event.rule).inc()
 
     # -- from the ledger's state -----------------------------------------------------------
-    def update_from(self, ledger: Any) -> None:
+    def update_from(self, ledger: Any, *, in_flight: int | None = None) -> None:
         """Sets the gauges from a Ledger (or ReadOnlyLedger): drift by cell, commands by
-        kind/rule/outcome, answers awaited, the breaker. Cells and outcomes that are empty
-        now read 0, so their series do not vanish."""
+        kind/rule/outcome, answers awaited, the breaker, tasks by state (and the updates in
+        flight, if given). Cells, outcomes and states that are empty now read 0, so their
+        series do not vanish."""
+        if in_flight is not None:
+            self.updates_in_flight.set(in_flight)
+        view = ledger.views.scheduler
+        by_state = _Tally(map(view.get, view.index.rows))
+        for state in SCHEDULER_STATES:
+            self.tasks.labels(state).set(by_state.get(state, 0))
         counts = _Tally((d.cell.label, str(d.found_by)) for d in ledger.drift())
         for label, found_by in DISAGREEING:
             self.drift_tasks.labels(label, found_by).set(counts.get((label, found_by), 0))

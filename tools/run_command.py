@@ -5,7 +5,8 @@
 Keeps N instances of a job running on the master, feeds every update into the Ledger (and
 acknowledges it only once durable), runs the reconciliation schedules, dispatches the
 saga's commands, serves Prometheus metrics, the operator API and the live web view
-(tools/operator), and shuts down cleanly on SIGTERM or Ctrl-C.
+(tools/operator), starts an explicit reconciliation on SIGUSR1 and an implicit one on
+SIGUSR2, and shuts down cleanly on SIGTERM or Ctrl-C.
 
 Every option can also come from TASKLEDGER_<OPTION> or a TOML file (tools/run_config.py).
 Before the log folder is touched the master's address is checked and the master (or
@@ -426,6 +427,9 @@ def run_command(ctx: click.Context, **values: Any) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # An operator's reconciliation, now: SIGUSR1 an explicit run, SIGUSR2 an implicit one.
+    signal.signal(signal.SIGUSR1, lambda signum, frame: runtime.request_reconciliation("explicit"))
+    signal.signal(signal.SIGUSR2, lambda signum, frame: runtime.request_reconciliation("implicit"))
     status = _run(runtime)
     if failure:
         raise Failed(failure[0])

@@ -72,7 +72,8 @@ class CoreStats:
     def last_heard(self) -> float | None:
         """When the stream last showed it is alive: a heartbeat, or an update (a burst of
         updates can hold the heartbeats back in the stream for longer than the watchdog
-        waits)."""
+        waits). While the IO thread waits for a slot in flight, the stream waits for us:
+        see SchedulerCore.holding_the_stream."""
         if self.last_update is None or self.last_heartbeat is None:
             return self.last_heartbeat if self.last_update is None else self.last_update
         return max(self.last_heartbeat, self.last_update)
@@ -113,6 +114,8 @@ class SchedulerCore:
         # sender's threads add to it: its own lock.
         self.unanswered_offers: set[str] = set()
         self._offers_lock = threading.Lock()
+        self._acks_lock = threading.Lock()
+        self._acking: set[tuple[Any, str]] = set()  # (task, uuid) acknowledgements on the lane
         self._lock = threading.RLock()
         self._instances_covered: tuple[str, int] | None = None  # see ensure_instances
         self._candidates_of: Any = None  # see pending_tasks
@@ -159,11 +162,19 @@ class SchedulerCore:
         if self.unanswered_offers and self.subscribed:
             self._guard("decline", lambda: self._decline([]))
 
+    @property
+    def holding_the_stream(self) -> bool:
+        """Whether the stream is not read now because updates in flight are at their bound
+        (the log or the master's acknowledgements are behind): silence then is ours, and
+        the watchdog must not take it for a dead stream."""
+        return self.in_flight.waiting > 0
+
     def update(self, status: dict[str, Any]) -> None:
         """An update from the stream: handed to the log (see the module docstring). Waits,
         outside the core's lock, while ``max_in_flight`` updates are in flight."""
         self.stats.last_update = self.clock()
         self.in_flight.acquire()
+        self.stats.last_update = self.clock()  # alive: it waited for us, not we for it
         self._guard("update", lambda: self._update(status))
 
     def heartbeat(self) -> None:
@@ -237,12 +248,25 @@ class SchedulerCore:
     def _acknowledge(self, status: dict[str, Any]) -> None:
         # Only updates that carry a uuid are acknowledged (master-generated ones must not be).
         driver = self.driver
-        if status.get("uuid") and isinstance(status.get("agent_id"), dict) and driver:
-            driver.acknowledge(status, self._acknowledged)
-        else:
+        if not (status.get("uuid") and isinstance(status.get("agent_id"), dict) and driver):
             self.in_flight.release()
+            return
+        key = ((status.get("task_id") or {}).get("value"), status["uuid"])
+        with self._acks_lock:
+            # An agent re-sends an update while its acknowledgement waits on the sender's
+            # lane (the master is slow to take them): one acknowledgement is enough, and a
+            # second would only slow the lane further.
+            repeated = key in self._acking
+            if not repeated:
+                self._acking.add(key)
+        if repeated:
+            self.in_flight.release()
+            return
+        driver.acknowledge(status, lambda error: self._acknowledged(key, error))
 
-    def _acknowledged(self, error: BaseException | None) -> None:
+    def _acknowledged(self, key: tuple[Any, str], error: BaseException | None) -> None:
+        with self._acks_lock:
+            self._acking.discard(key)
         self.in_flight.release()
         if error is not None:
             # The agent re-sends an unacknowledged update: it will be a duplicate (same

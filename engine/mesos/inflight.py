@@ -31,10 +31,11 @@ class InFlight:
             raise ValueError(f"the limit of updates in flight must be an int >= 1, got {limit!r}")
         self.limit = limit
         self._relieve = relieve
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # not an RLock: cheaper
         self.count = 0
         self.peak = 0
         self.waits = 0  # arrivals that found the bound reached
+        self.waiting = 0  # threads waiting for a slot now
 
     def acquire(self) -> None:
         """Takes a slot, waiting (or relieving) while none is free."""
@@ -44,8 +45,12 @@ class InFlight:
                 return
             self.waits += 1
             if self._relieve is None:
-                while self.count >= self.limit:
-                    self._cond.wait()
+                self.waiting += 1
+                try:
+                    while self.count >= self.limit:
+                        self._cond.wait()
+                finally:
+                    self.waiting -= 1
                 self._take()
                 return
         while True:

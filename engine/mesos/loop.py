@@ -23,9 +23,10 @@ log = logging.getLogger("taskledger.runtime")
 
 
 class Observer(Protocol):
-    """What the loop tells about the log (tools.metrics.Metrics is one): besides the
-    Ledger's observer calls (``observe_append``, ``observe_commit``), every new event in
-    order and, once per pass, the ledger for the gauges."""
+    """Who is told what happens (tools.metrics.Metrics is one): as the Ledger's observer,
+    every append, every commit and each committed event in order (on the committing
+    thread); from the loop, about once a second, the ledger and the updates in flight for
+    the gauges."""
 
     def observe_append(self, seconds: float, events: Any) -> None: ...
 
@@ -33,7 +34,10 @@ class Observer(Protocol):
 
     def observe(self, event: Any) -> None: ...
 
-    def update_from(self, ledger: Any) -> None: ...
+    def update_from(self, ledger: Any, *, in_flight: int | None = None) -> None: ...
+
+
+GAUGES_EVERY = 1.0  # seconds between two updates of the observer's gauges (a 100k-task scan)
 
 
 def silent(now: float, last_heartbeat: float | None, limit: float) -> bool:
@@ -86,9 +90,9 @@ class SchedulerLoop:
         self.stats = LoopStats()
         self.observer = observer
         self.tolerate_dispatch_errors = tolerate_dispatch_errors
-        self._observed = ledger.last_id  # the observer counts what happens from now on
+        self._gauges_at: float | None = None
         if observer is not None:
-            ledger.observer = observer
+            ledger.observer = observer  # it counts what happens from now on
 
     def step(self) -> None:
         """One pass. The clock is read for each part: a slow call (the driver's) or a long
@@ -114,13 +118,13 @@ class SchedulerLoop:
             core.decline_unanswered()
         self.pump()
         core.ensure_instances()
-        self._refresh()
+        self._gauges(clock())
 
-    def _refresh(self) -> None:
+    def _gauges(self, now: float) -> None:
         observer = self.observer
         if observer is None:
             return
-        for nid, event in self.ledger.events(self._observed + 1):
-            observer.observe(event)
-            self._observed = nid
-        observer.update_from(self.ledger)
+        if self._gauges_at is not None and now - self._gauges_at < GAUGES_EVERY:
+            return
+        self._gauges_at = now
+        observer.update_from(self.ledger, in_flight=self.core.in_flight.count)

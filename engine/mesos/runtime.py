@@ -26,6 +26,7 @@ from engine.mesos.inflight import DEFAULT_LIMIT
 from engine.mesos.loop import Observer, SchedulerLoop, silent
 from engine.mesos.sender import MasterConnection, ThreadedSender
 from engine.mesos.snapshotter import Snapshotter
+from engine.reconciliation import check_kind
 from engine.saga import SagaConfig
 
 
@@ -117,9 +118,16 @@ class Runtime:
         self.sender: ThreadedSender | None = None
         self.ready = threading.Event()
         self.snapshotter: Snapshotter | None = None
+        self._requested: list[str] = []
 
     def stop(self) -> None:
         self._stop.set()
+
+    def request_reconciliation(self, kind: str) -> None:
+        """An operator asks for a reconciliation run of ``kind`` ("explicit" or "implicit")
+        now; the loop starts it at its next tick (trigger "operator"). Safe from a signal
+        handler."""
+        self._requested.append(check_kind(kind))
 
     # -- driver supervision ------------------------------------------------------------------
     def _framework(self) -> dict[str, Any]:
@@ -170,7 +178,7 @@ class Runtime:
             return
         limit = self.config.watchdog_intervals * self.config.heartbeat_interval
         last = self.core.stats.last_heard
-        if silent(now, last, limit):
+        if silent(now, last, limit) and not self.core.holding_the_stream:
             log.warning("no heartbeat for %.1f s; restarting the driver", now - last)
             self.stats.watchdog_restarts += 1
             self._restart()
@@ -233,6 +241,10 @@ class Runtime:
             for service in self.services:  # operator API (tools/operator)
                 service.start(self)
             while not self._stop.wait(config.tick):
+                while self._requested:
+                    self.ledger.reconcile(
+                        self._requested.pop(0), now=self.clock(), trigger="operator"
+                    )
                 self.loop.step()
             return 0
         finally:

@@ -390,7 +390,8 @@ class World:
             if self.now >= proc.resubscribe_at:
                 self._subscribe()
             return
-        if silent(now, proc.core.stats.last_heard, WATCHDOG_INTERVALS * HEARTBEAT):
+        limit = WATCHDOG_INTERVALS * HEARTBEAT
+        if silent(now, proc.core.stats.last_heard, limit) and not proc.core.holding_the_stream:
             self.stats["watchdog restarts"] += 1
             if proc.core.subscribed:
                 proc.core.disconnected()
