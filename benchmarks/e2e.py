@@ -55,7 +55,7 @@ def counting_scheduler(master: str, log: str, timeout: float) -> dict[str, Any]:
     with ReadOnlyLedger.open(log) as ledger:
         framework_id = ledger.state.views.mesos.framework_id
         tasks = sorted(ledger.state.views.mesos.tasks)
-    counted = {"answers": 0, "first": None, "last": None, "updates": 0}
+    counted: dict[str, Any] = {"answered": set(), "first": None, "last": None, "updates": 0}
     subscribed = threading.Event()
     lock = threading.Lock()
 
@@ -73,8 +73,12 @@ def counting_scheduler(master: str, log: str, timeout: float) -> dict[str, Any]:
             now = time.time()
             with lock:
                 counted["updates"] += 1
-                if status.get("reason") == "REASON_RECONCILIATION":
-                    counted["answers"] += 1
+                task = status["task_id"]["value"]
+                # Each task counted once, as for taskledger (tools/scale_run.py).
+                if status.get("reason") == "REASON_RECONCILIATION" and (
+                    task not in counted["answered"]
+                ):
+                    counted["answered"].add(task)
                     counted["first"] = counted["first"] or now
                     counted["last"] = now
 
@@ -99,7 +103,7 @@ def counting_scheduler(master: str, log: str, timeout: float) -> dict[str, Any]:
             ("implicit", [[]]),
         ):
             with lock:
-                counted.update(answers=0, first=None, last=None)
+                counted.update(answered=set(), first=None, last=None)
             started = time.time()
             for batch in batches:
                 driver.reconcileTasks([{"task_id": {"value": t}} for t in batch])
@@ -107,11 +111,12 @@ def counting_scheduler(master: str, log: str, timeout: float) -> dict[str, Any]:
             deadline = started + timeout
             while time.time() < deadline:
                 with lock:
-                    if counted["answers"] >= len(tasks):
+                    if len(counted["answered"]) >= len(tasks):
                         break
                 time.sleep(0.05)
             with lock:
-                first, last, answers = counted["first"], counted["last"], counted["answers"]
+                first, last = counted["first"], counted["last"]
+                answers = len(counted["answered"])
             seconds = (last - first) if first and last else 0.0
             out[kind] = {
                 "answers": answers,
@@ -151,6 +156,7 @@ def measure(args: argparse.Namespace, folder: str) -> dict[str, Any]:
         folder=folder,
         time_scale=args.time_scale,
         max_in_flight=args.max_in_flight,
+        run_args=tuple(args.run_arg),
         progress=print,
         timeout=args.timeout,
     )
@@ -294,6 +300,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--time-scale", type=float, default=10.0)
     parser.add_argument("--max-in-flight", type=int, default=None)
+    parser.add_argument(
+        "--run-arg",
+        action="append",
+        default=[],
+        help="one more option for taskledger run (repeat; e.g. --run-arg=--snapshot-every=0)",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="per phase (s)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--keep", default=None, help="keep the logs in this folder")

@@ -45,6 +45,9 @@ class Scheduler:
         http_timeout: float = 5.0,
         tick: float = 0.05,
         snapshot_every: int | None = None,  # None: the runtime's default
+        cpus: float = 0.1,
+        mem: float = 32.0,
+        max_in_flight: int | None = None,  # None: the runtime's default
     ) -> None:
         self.master, self.log_path = master, log_path
         self.snapshot_every = snapshot_every
@@ -53,6 +56,7 @@ class Scheduler:
         self.saga_scale = saga_scale
         self.http_timeout = http_timeout
         self.tick = tick
+        self.cpus, self.mem, self.max_in_flight = cpus, mem, max_in_flight
         self.runtime: Runtime | None = None
         self.thread: threading.Thread | None = None
 
@@ -60,13 +64,14 @@ class Scheduler:
         config = RuntimeConfig(
             master=self.master,
             log_path=self.log_path,
-            job=JobSpec(JOB, self.instances),
+            job=JobSpec(JOB, self.instances, cpus=self.cpus, mem=self.mem),
             heartbeat_interval=self.heartbeat_interval,
             tick=self.tick,
             failover_timeout=3600.0,
             http_timeout=self.http_timeout,
             saga_options={} if self.saga_scale is None else {"time_scale": self.saga_scale},
             **({} if self.snapshot_every is None else {"snapshot_every": self.snapshot_every}),
+            **({} if self.max_in_flight is None else {"max_in_flight": self.max_in_flight}),
         )
         self.runtime = Runtime(config)
         self.thread = threading.Thread(target=self.runtime.run, name="runtime")

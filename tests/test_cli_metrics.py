@@ -73,3 +73,18 @@ def test_two_metrics_objects_do_not_collide():
     first, second = Metrics(), Metrics()
     first.observe_commit(1)
     assert scrape(second)["taskledger_group_commit_batch_size_count", ()] == 0
+
+
+def test_tasks_by_state_and_updates_in_flight(story_log):
+    metrics = Metrics()
+    with ReadOnlyLedger.open(story_log) as ledger:
+        metrics.update_from(ledger, in_flight=7)
+        view = ledger.views.scheduler
+        states = [r.state for r in view.tasks.values()]
+    got = scrape(metrics)
+    assert got["taskledger_updates_in_flight", ()] == 7
+    for state in ("RUNNING", "PENDING", "LOST", "KILLED"):
+        assert got["taskledger_tasks", (("state", state),)] == states.count(state)
+    assert sum(v for (name, _), v in got.items() if name == "taskledger_tasks") == len(
+        [s for s in states if s != "DELETED"]
+    )

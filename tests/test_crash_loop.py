@@ -11,9 +11,12 @@ Three programs are killed: a writer on the Ledger API (4 threads, group commit, 
 that prints each id only after its append returned; `taskledger ingest` (whose log must
 always be a prefix of its input, and which finishes the job when run again); and
 `taskledger run` against the simulated master (every update the master saw acknowledged must
-be in the log). One more test kills the scheduler between receiving an update and committing
-it (the test hook in tools/run_command.py) and shows the master re-sends it and the log ends
-up holding it exactly once.
+be in the log). Two more tests kill the scheduler between receiving an update and committing
+it, and between committing it and acknowledging it (the test hooks in tools/run_command.py),
+and show the master re-sends it and the log ends up holding it exactly once. Another kills
+it at random moments during a burst of thousands of updates (the ingest pipelined: many
+updates in flight between arrival, commit and acknowledgement): nothing acknowledged is
+missing, nothing is recorded twice, every task's updates are in the log in their order.
 
 TASKLEDGER_CRASH_SEED picks the random moments (printed on failure); TASKLEDGER_CRASH_SCALE
 multiplies the number of kills (e.g. 10 for a long soak).
@@ -38,7 +41,7 @@ from sim_session import state, wait_until
 from engine.events import StatusUpdateReceived
 from engine.ledger import Ledger, LedgerState, state_digest
 from tools.cli import cli
-from tools.run_command import CRASH_BEFORE_APPEND
+from tools.run_command import CRASH_BEFORE_ACK, CRASH_BEFORE_APPEND
 from tools.sim.cluster import SimConfig
 from tools.sim.server import BackgroundSim
 
@@ -250,7 +253,15 @@ def test_ingest_killed_at_random_moments_keeps_a_prefix_and_finishes_when_rerun(
 
 # -- taskledger run against the simulated master --------------------------------------------------
 def run_scheduler(
-    address: str, log: str, env: dict | None = None, err: Any = None, labels: tuple = ()
+    address: str,
+    log: str,
+    env: dict | None = None,
+    err: Any = None,
+    labels: tuple = (),
+    *,
+    instances: int = INSTANCES,
+    small: bool = False,  # tasks of 0.01 cpus and 1 MB, thousands to an agent
+    job: str = "web",
 ):
     return spawn(
         [
@@ -262,7 +273,10 @@ def run_scheduler(
             "--log",
             log,
             "--instances",
-            str(INSTANCES),
+            str(instances),
+            "--job",
+            job,
+            *(("--cpus", "0.01", "--mem", "1") if small else ()),
             "--time-scale",
             str(SIM_SCALE),
             "--heartbeat",
@@ -442,3 +456,94 @@ def test_killed_between_receiving_and_committing_an_update_the_master_resends_it
     logged = logged_updates(check_log(log, "after the restart"))
     assert logged.count((task_id, uuid)) == 1
     assert set(acknowledged(cluster.address)) <= set(logged)
+
+
+# -- the pipelined ingest under a burst -----------------------------------------------------------
+BURST_TASKS = 1500
+BURST_KILLS = max(2, int(6 * SCALE))
+_ORDER = {"TASK_STAGING": 0, "TASK_STARTING": 1, "TASK_RUNNING": 2}
+
+
+@pytest.fixture
+def big_cluster():
+    config = SimConfig(
+        agents=6, seed=SEED, agent_cpus=100.0, agent_mem=100_000.0, wire_time_scale=SIM_SCALE
+    )
+    with BackgroundSim(config, time_scale=SIM_SCALE) as sim:
+        yield sim
+
+
+def check_burst(events: list[tuple[int, Any]], address: str, context: str, job: str) -> None:
+    """Nothing acknowledged is missing, nothing recorded twice, each task's updates in order
+    (for the job's tasks: other jobs, of other logs, share the master)."""
+    logged = logged_updates(events)
+    mine = {(t, u) for t, u in acknowledged(address) if t.startswith(f"{job}/")}
+    missing = mine - set(logged)
+    assert not missing, f"{context}: acknowledged but not in the log: {sorted(missing)[:5]}"
+    assert len(logged) == len(set(logged)), f"{context}: an update recorded twice"
+    last: dict[str, int] = {}
+    for _, e in events:
+        if type(e) is StatusUpdateReceived and e.uuid is not None:
+            rank = _ORDER.get(e.state, 3)
+            assert rank >= last.get(e.task_id, 0), f"{context}: {e.task_id} out of order"
+            last[e.task_id] = rank
+
+
+def test_run_killed_during_a_burst_of_thousands_of_updates(big_cluster, tmp_path):
+    rng = random.Random(SEED + 3)
+    address = big_cluster.address
+    for attempt in range(BURST_KILLS):
+        # A new log (a new framework, a new burst of launches) every other kill; in between,
+        # the killed one restarts: re-sent updates, duplicates, the rest of its burst.
+        job = f"burst{attempt // 2}"
+        log = str(tmp_path / job)
+        proc = run_scheduler(address, log, instances=BURST_TASKS, small=True, job=job)
+        # Into the launch's burst (thousands of updates arriving, committing, acknowledged):
+        # once the master has seen acknowledgements of this job, at a random moment.
+        before = acked_of(address, job)
+        wait_until(
+            lambda job=job, before=before: acked_of(address, job) > before, 60, what="the burst"
+        )
+        time.sleep(rng.uniform(0.0, 1.5))
+        assert proc.poll() is None, "the scheduler stopped by itself"
+        kill(proc)
+        context = f"seed {SEED}, burst kill {attempt}"
+        check_burst(check_log(log, context), address, context, job)
+    print(f"burst: {BURST_KILLS} kills survived, {len(acknowledged(address))} acknowledged")
+
+
+def acked_of(address: str, job: str) -> int:
+    return sum(1 for task, _ in acknowledged(address) if task.startswith(f"{job}/"))
+
+
+def test_killed_between_committing_and_acknowledging_the_master_resends_it(big_cluster, tmp_path):
+    """The update is durable, its acknowledgement never left: after the restart the master
+    sends it again, the log keeps it once (a re-delivery) and it is acknowledged then."""
+    log = str(tmp_path / "log")
+    address = big_cluster.address
+    err_path = tmp_path / "stderr"
+    with open(err_path, "wb") as err:
+        proc = run_scheduler(
+            address, log, {CRASH_BEFORE_ACK: "700"}, err, instances=BURST_TASKS, small=True
+        )
+    assert proc.wait(60) == -signal.SIGKILL
+    hook = [
+        line
+        for line in err_path.read_text().splitlines()
+        if line.startswith("taskledger: test hook: killed before acknowledging ")
+    ]
+    assert len(hook) == 1, err_path.read_text()[-2000:]
+    task_id, uuid = hook[0].split()[-2:]
+    events = check_log(log, "after the hook's kill")
+    assert (task_id, uuid) in logged_updates(events)  # committed ...
+    assert (task_id, uuid) not in acknowledged(address)  # ... not acknowledged
+    check_burst(events, address, "after the hook's kill", "web")
+
+    proc = run_scheduler(address, log, instances=BURST_TASKS, small=True)
+    try:
+        wait_until(lambda: (task_id, uuid) in acknowledged(address), 60, what="the re-send")
+    finally:
+        stop_cleanly(proc)
+    events = check_log(log, "after the restart")
+    assert logged_updates(events).count((task_id, uuid)) == 1
+    check_burst(events, address, "after the restart", "web")

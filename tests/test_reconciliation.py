@@ -136,3 +136,28 @@ def test_explicit_run_stops_at_its_limit_and_counts_the_unanswered(tmp_path):
         (done,) = [c for c in topics(ledger, "ReconciliationCompleted") if c.run_id == "explicit-1"]
         assert done.outcome == "limit" and done.unanswered == 3 and done.answered == 0
         assert done.duration < 300 + RunConfig().backoff_cap * 1.2
+
+
+def test_the_next_round_waits_while_answers_still_come(tmp_path):
+    """A large round is answered over many seconds: while answers keep coming, the next
+    round does not ask again (it would only repeat them); once they stop for one backoff,
+    it asks about the tasks still unanswered."""
+    master = FakeMaster()
+    with Ledger.open(tmp_path / "l", durable=False) as ledger:
+        tasks = _cluster(ledger, master, 300)
+        ledger.reconcile("explicit", now=10)
+        ledger.dispatch(lambda c: None, now=10)
+        wait = rc.backoff("explicit-1", 1, RunConfig())
+        # One answer a second, well past the first round's backoff (5-6 s).
+        now = 10.0
+        for task in tasks[:30]:
+            now += 1.0
+            ledger.status_update(status(task, "TASK_RUNNING", answer=True), time=now)
+            ledger.tick(now=now)
+        assert len(topics(ledger, "ReconciliationRound")) == 1
+        # Quiet: the round comes one backoff after the last answer, not before.
+        ledger.tick(now=now + wait - 0.01)
+        assert len(topics(ledger, "ReconciliationRound")) == 1
+        ledger.tick(now=now + wait)
+        rounds = topics(ledger, "ReconciliationRound")
+        assert len(rounds) == 2 and rounds[1].asked == 270

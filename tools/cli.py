@@ -24,11 +24,35 @@ def cli() -> None:
 @click.option("--time-scale", default=120.0, show_default=True, help="time compression")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--ingest-only", is_flag=True, help="only the ingest demo (no cluster)")
-def demo(instances: int, agents: int, time_scale: float, seed: int, ingest_only: bool) -> None:
+@click.option(
+    "--tasks",
+    type=click.IntRange(1),
+    default=None,
+    help="instead, the scale run: this many tasks launched, a master failover, every task "
+    "reconciled (two processes over HTTP; time x10 unless --time-scale is given)",
+)
+def demo(
+    instances: int,
+    agents: int,
+    time_scale: float,
+    seed: int,
+    ingest_only: bool,
+    tasks: int | None,
+) -> None:
     """A simulated cluster, the embedded scheduler, injected faults, convergence, an audit."""
     import pymesos  # noqa: F401  (in the main thread: it installs a SIGINT handler)
 
     console = Console() if sys.stdout.isatty() else Console(width=140)
+    if tasks is not None:
+        from tools import demo as full_demo
+
+        scale = (
+            time_scale
+            if click.get_current_context().get_parameter_source("time_scale")
+            is click.core.ParameterSource.COMMANDLINE
+            else 10.0
+        )
+        raise SystemExit(full_demo.scale_main(console, tasks=tasks, scale=scale))
     if ingest_only:
         from tools import ingest_demo
 
@@ -41,7 +65,7 @@ def demo(instances: int, agents: int, time_scale: float, seed: int, ingest_only:
     )
 
 
-BENCHMARKS = ("ingest", "replay", "reconcile", "drift", "sim")
+BENCHMARKS = ("ingest", "replay", "reconcile", "drift", "sim", "e2e")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

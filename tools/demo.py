@@ -382,3 +382,52 @@ def main(
 
     console.print(f"the log is kept in {log}; next:", *next_steps(log), sep="\n  ", markup=False)
     return 0 if ok else 1
+
+
+def scale_main(console: Console, *, tasks: int, scale: float = 10.0) -> int:
+    """`taskledger demo --tasks N`: the production path at scale, shown as it goes. The
+    simulated master and the scheduler run as two processes (`taskledger sim`, `taskledger
+    run`) over HTTP; N tasks are launched, the master fails over and every task is
+    reconciled explicitly, then an operator's implicit run asks about them all again
+    (tools/scale_run.py; benchmarks/e2e.py measures the same run against its ceilings)."""
+    from tools.scale_run import ScaleRun
+
+    # Kept for the forensic commands afterwards (`taskledger replay --log var/scale-demo/log`).
+    folder = os.path.abspath(os.path.join("var", "scale-demo"))
+    shutil.rmtree(folder, ignore_errors=True)  # the previous run's
+    os.makedirs(folder)
+    run = ScaleRun(tasks=tasks, folder=folder, time_scale=scale, progress=console.print)
+    console.print(
+        f"[bold]taskledger demo --tasks {tasks:,}[/]: {run.agents} agents, time x{scale:g}, "
+        f"logs in {folder}"
+    )
+    bursts = []
+    try:
+        run.start()
+        for title, phase in (
+            (f"launching {tasks:,} tasks (each RUNNING and acknowledged)", run.launch),
+            ("a master failover: the explicit reconciliation of every task", run.failover),
+            ("an operator's implicit reconciliation (SIGUSR2)", run.implicit),
+        ):
+            console.print(f"[bold]{title}[/]")
+            bursts.append(phase())
+        run.stop_scheduler()
+    except (RuntimeError, TimeoutError) as e:
+        console.print(f"[bold red]FAILED[/]: {e}")
+        return 1
+    finally:
+        run.stop()
+    table = Table(title=f"{tasks:,} tasks")
+    for column in ("phase", "took", "answers", "answers/s", "events per commit"):
+        table.add_column(column)
+    for b in bursts:
+        rate = f"{b.answers_per_second:,.0f}" if b.answers else "-"
+        table.add_row(
+            b.name, f"{b.seconds:.1f} s", f"{b.answers:,}", rate, f"{b.events_per_commit:,.0f}"
+        )
+    console.print(table)
+    memory = run.memory
+    extra = (memory["scheduler_full"]["rss"] - memory["scheduler_empty"]["rss"]) / tasks
+    console.print(f"scheduler memory beyond its empty baseline: {extra:,.0f} bytes a task")
+    console.print("[bold green]done[/]")
+    return 0

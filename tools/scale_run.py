@@ -46,8 +46,8 @@ class Burst:
 
     name: str
     seconds: float = 0.0  # the phase, from its start to its end condition
-    answers: int = 0  # reconciliation answers recorded in the phase
-    answer_seconds: float = 0.0  # from the first answer recorded to the last
+    answers: int = 0  # tasks answered (each counted once) while the phase's run ran
+    answer_seconds: float = 0.0  # from the first answer to the one that completed the set
     answers_per_second: float = 0.0
     commits: int = 0
     events: int = 0
@@ -124,11 +124,13 @@ class ScaleRun:
         folder: str,
         time_scale: float = 10.0,
         max_in_flight: int | None = None,
+        run_args: tuple[str, ...] = (),
         progress: Callable[[str], None] = lambda line: None,
         timeout: float = 1800.0,
     ) -> None:
         self.tasks, self.folder, self.time_scale = tasks, folder, time_scale
         self.max_in_flight = max_in_flight
+        self.run_args = tuple(run_args)  # more options of taskledger run
         self.progress = progress
         self.timeout = timeout
         self.agents = max(1, -(-tasks // TASKS_PER_AGENT))
@@ -201,7 +203,7 @@ class ScaleRun:
         ]
         if self.max_in_flight is not None:
             args += ["--max-in-flight", str(self.max_in_flight)]
-        return self._spawn(name, args)
+        return self._spawn(name, [*args, *self.run_args])
 
     def _terminate(self, proc: subprocess.Popen[bytes]) -> int:
         if proc.poll() is None:
@@ -378,9 +380,11 @@ class ScaleRun:
 
     def _runs(self, since: int, kind: str) -> tuple[Any, list[Any]]:
         """The first run of ``kind`` started after ``since`` that completed (its
-        ReconciliationCompleted, or None), and the answers recorded while it ran. (A
-        re-registration starts a run, and the saga's own after-registration run may
-        supersede it: whichever completes is the one measured.)"""
+        ReconciliationCompleted, or None), and the times of the answers recorded while it
+        ran that answered a task for the first time in it. (A re-registration starts a run,
+        and the saga's own after-registration run may supersede it: whichever completes is
+        the one measured. Another run's answers may come meanwhile: a task answered twice
+        counts once.)"""
         from tools.readonly import ReadOnlyLedger
 
         started: dict[str, int] = {}
@@ -391,11 +395,17 @@ class ScaleRun:
                 if topic == "ReconciliationStarted" and event.kind == kind:
                     started[event.run_id] = nid
                 elif topic == "StatusUpdateReceived" and started and event.is_reconciliation_answer:
-                    answers.append((nid, event.time))
+                    answers.append((nid, event.time, event.task_id))
                 elif topic == "ReconciliationCompleted" and event.run_id in started:
                     first = started[event.run_id]
-                    return event, [t for nid, t in answers if nid > first]
-        return None, answers
+                    seen: set[str] = set()
+                    times = []
+                    for nid, when, task in answers:
+                        if nid > first and task not in seen:
+                            seen.add(task)
+                            times.append(when)
+                    return event, times
+        return None, [when for _, when, _ in answers]
 
     def _answers(self, burst: Burst, since: int, kind: str) -> None:
         """The run's answers, read from the log: how many, first to last."""
