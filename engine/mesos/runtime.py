@@ -90,6 +90,7 @@ class RuntimeConfig:
 
 @dataclass
 class RuntimeStats:
+    ticks: int = 0  # passes of the loop (its own stats: Runtime.loop.stats)
     driver_starts: int = 0
     watchdog_restarts: int = 0
     abort_restarts: int = 0
@@ -273,6 +274,7 @@ class Runtime:
                         self._requested.pop(0), now=self.clock(), trigger="operator"
                     )
                 self.loop.step()
+                self.stats.ticks += 1
             return 0
         finally:
             for service in reversed(self.services):  # operator API: before the log closes
