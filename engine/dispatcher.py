@@ -39,7 +39,9 @@ class Dispatcher:
     With `submit` (an append that does not wait: Ledger.submit), `send(command, done)` is
     asynchronous: it hands the command over (to a sender of its own, never this thread) and
     `done(error)` is told later whether it went; its CommandDispatched or CommandFailed is
-    recorded then, so the crash safety above is the same. A command handed over is not
+    recorded then, at `clock()` (when the master took it: an implicit run's quiet period
+    counts from there, not from the pass, and a master may take seconds over a RECONCILE
+    of 100k tasks), so the crash safety above is the same. A command handed over is not
     handed over again until its outcome is durable. The dispatch pass then never waits for
     the master: a round of a thousand RECONCILE batches goes out as fast as the master
     takes them, in order, while the pass returns.
@@ -55,6 +57,7 @@ class Dispatcher:
         failures_of: Callable[[int], int],
         lock: threading.Lock | threading.RLock | None = None,
         submit: Callable[..., None] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._plan_at = plan_at
         self._append = append
@@ -63,6 +66,7 @@ class Dispatcher:
         self._failures_of = failures_of
         self._lock = lock or threading.Lock()
         self._submit = submit
+        self._clock = clock
         self._handed: set[int] = set()  # handed over, outcome not durable yet
         self._handed_lock = threading.Lock()
 
@@ -122,10 +126,11 @@ class Dispatcher:
                 self._handed.discard(command_id)
 
         def done(error: BaseException | None) -> None:
+            when = now if self._clock is None else max(now, self._clock())
             if error is None:
-                outcome: Any = CommandDispatched(now, None, command_id)
+                outcome: Any = CommandDispatched(when, None, command_id)
             else:  # the driver's problem: record it, retry later
-                outcome = self._failed(command, error, now)
+                outcome = self._failed(command, error, when)
             submit([outcome], done=settled)
 
         try:

@@ -31,7 +31,7 @@ import math
 import os
 import threading
 import time as _time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, NamedTuple, TypeAlias
 
@@ -442,17 +442,11 @@ class Ledger(LogReader):
             return
         _check_event_times(events)
         unique_keys, enforce = _keys_of(events, unique_keys)
-        started = _time.perf_counter()
-        observer = self.observer
-
-        def finished(ids: list[int] | None, error: BaseException | None) -> None:
-            if error is None and observer is not None:
-                observer.observe_append(_time.perf_counter() - started, events)
-            done(ids, error)
-
+        # The observer hears of a commit's submissions together (_after_commit): one call
+        # per answer of a 100k-task reconciliation would cost more than the answers.
         self._store.submit(
             self._stored(events),
-            done=finished,
+            done=done,
             context=events,
             unique_keys=unique_keys,
             enforce_unique=enforce,
@@ -492,6 +486,11 @@ class Ledger(LogReader):
         try:
             # Events only: a write() in the batch (a snapshot, keys) has no ids.
             observer.observe_commit(sum(len(r.events) for r in requests if r.events is not None))
+            submitted = [r for r in requests if r.callback is not None and r.context]
+            if submitted:
+                # One sample for the commit's submissions: the oldest one's wait.
+                waited = _time.perf_counter() - min(r.submitted for r in submitted)
+                observer.observe_append(waited, [e for r in submitted for e in r.context])
             observe = getattr(observer, "observe", None)
             if observe is not None:
                 for request in requests:
@@ -518,6 +517,13 @@ class Ledger(LogReader):
     @property
     def mesos_view(self) -> Any:
         return self._state.views.mesos
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Ledger]:
+        """Holds the views still while inside: no commit applies meanwhile (keep it short).
+        For a reader that walks a whole view from another thread (the metrics' gauges)."""
+        with self._views_lock:
+            yield self
 
     def drift(self) -> list[Drift]:
         """The current disagreements, each with its cell of the table (empty if none)."""
@@ -630,6 +636,7 @@ class Ledger(LogReader):
             failures_of=failures_of,
             lock=self._saga_lock,
             submit=self.submit if asynchronous else None,
+            clock=(lambda: self._now(None)) if asynchronous else None,
         )
 
     def dispatch(self, send: Callable[[PendingCommand], object], *, now: float) -> DispatchReport:

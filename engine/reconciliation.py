@@ -518,17 +518,23 @@ def step(
     if now < run.next_at:
         return []
     if run.kind == EXPLICIT:
+        last = run.last_answer_at
+        if (
+            last is not None
+            and now < last + backoff(run.run_id, run.rounds, config)
+            and run.remaining
+            and now < run.deadline
+        ):
+            # Still answering: a large round's answers take the master many seconds (100k
+            # tasks at 10k answers/s), longer than the backoff. Asking again now would only
+            # repeat them; the next round waits until they have stopped for one backoff (and
+            # meanwhile no tick walks the 100k tasks still to hear from).
+            return []
         asks = explicit_asks(run, views)
         if not asks:
             return [complete(run, views, now, "answered", 0, extra_by_rule)]
         if now >= run.deadline:
             return [complete(run, views, now, "limit", len(asks), extra_by_rule)]
-        last = run.last_answer_at
-        if last is not None and now < last + backoff(run.run_id, run.rounds, config):
-            # Still answering: a large round's answers take the master many seconds (100k
-            # tasks at 10k answers/s), longer than the backoff. Asking again now would only
-            # repeat them; the next round waits until they have stopped for one backoff.
-            return []
         return round_events(run, views, now, config, dry_run=dry_run)
     quiet_from = None if run.sent_at is None else max(run.sent_at, run.last_answer_at or 0.0)
     if quiet_from is not None and now >= quiet_from + config.implicit_quiet:

@@ -222,6 +222,7 @@ class _Request:
 
     __slots__ = (
         "callback",
+        "submitted",
         "apply",
         "events",
         "context",
@@ -245,6 +246,7 @@ class _Request:
         enforce: bool = True,
     ) -> None:
         self.callback: Done | None = None
+        self.submitted = 0.0  # a submission's time.perf_counter() when it was made
         self.apply = apply
         self.events = events
         self.context = context
@@ -520,6 +522,7 @@ class LMDBDatastore:
             None, stored_events, max(1, len(stored_events)), context, unique_keys, enforce_unique
         )
         request.callback = done
+        request.submitted = time.perf_counter()
         self._check_writable()
         with self._lock:
             self._queue.append(request)

@@ -19,6 +19,7 @@ demand; `tasks` is a read-only Mapping over the tasks this view knows.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -226,6 +227,13 @@ class SchedulerView:
         if row is None or self._nid[row] != nid or not self._state[row]:
             return None
         return STATES[self._state[row]], EFFECTS[self._effects[row]]  # type: ignore[return-value]
+
+    def state_counts(self) -> dict[str, int]:
+        """State name -> how many tasks are in it now (DELETED included): one pass over the
+        state column in C, for gauges read every second at 100k tasks."""
+        counts = Counter(self._state[: len(self.index)])
+        counts.pop(0, None)
+        return {STATES[code]: n for code, n in counts.items()}  # type: ignore[misc]
 
     @property
     def tasks(self) -> Mapping[str, SchedulerTask]:

@@ -88,3 +88,12 @@ def test_tasks_by_state_and_updates_in_flight(story_log):
     assert sum(v for (name, _), v in got.items() if name == "taskledger_tasks") == len(
         [s for s in states if s != "DELETED"]
     )
+
+
+def test_the_drift_counts_are_the_disagreements_counted(story_log):
+    from collections import Counter
+
+    with ReadOnlyLedger.open(story_log) as ledger:
+        drift = ledger.views.drift
+        expected = Counter(cell for cell, _ in drift.disagreements.values())
+        assert drift.disagreement_counts() == dict(expected) and expected

@@ -167,11 +167,15 @@ class Metrics:
         series do not vanish."""
         if in_flight is not None:
             self.updates_in_flight.set(in_flight)
-        view = ledger.views.scheduler
-        by_state = _Tally(map(view.get, view.index.rows))
+        by_state = ledger.views.scheduler.state_counts()
         for state in SCHEDULER_STATES:
             self.tasks.labels(state).set(by_state.get(state, 0))
-        counts = _Tally((d.cell.label, str(d.found_by)) for d in ledger.drift())
+        # Counted in the drift view's cell column: no Drift record built (100k when a
+        # failover leaves every task disagreeing for a while).
+        counts = {
+            (cell.label, str(TABLE[cell])): n
+            for cell, n in ledger.views.drift.disagreement_counts().items()
+        }
         for label, found_by in DISAGREEING:
             self.drift_tasks.labels(label, found_by).set(counts.get((label, found_by), 0))
         saga = _saga_of(ledger)

@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from engine.mesos.core import MAX_LAUNCHING
 from engine.mesos.inflight import DEFAULT_LIMIT as DEFAULT_IN_FLIGHT
 from tools.run_config import Duration, config_option, file_note, render, setting
 
@@ -74,6 +75,14 @@ def _crashing(original: Any, nth: int, what: str) -> Any:
         return original(self, status, *args, **kwargs)
 
     return hooked
+
+
+def in_flight_for(time_scale: float) -> int:
+    """The default bound on updates in flight: what a master takes in acknowledgements
+    before it re-sends an update not acknowledged (10 s), that is 10,000 at 1,000 a second,
+    compressed like the master's clock by ``time_scale`` (a window that drains slower than
+    the re-sends come only makes the master send it all again)."""
+    return max(100, round(DEFAULT_IN_FLIGHT / max(1.0, time_scale)))
 
 
 def _serve(port: int) -> Any:
@@ -396,12 +405,20 @@ def print_config(ctx: click.Context, values: dict[str, Any]) -> None:
 )
 @setting(
     "--max-in-flight",
-    default=DEFAULT_IN_FLIGHT,
+    default=None,
+    type=click.IntRange(1),
+    help=f"at most this many status updates between arrival and acknowledgement; past it the "
+    f"master's event stream is read only as fast as the log commits and the master takes "
+    f"acknowledgements (memory stays bounded)  [default: {DEFAULT_IN_FLIGHT:,} divided by "
+    f"--time-scale]",
+)
+@setting(
+    "--max-launching",
+    default=MAX_LAUNCHING,
     show_default=True,
     type=click.IntRange(1),
-    help="at most this many status updates between arrival and acknowledgement; past it the "
-    "master's event stream is read only as fast as the log commits and the master takes "
-    "acknowledgements (memory stays bounded)",
+    help="at most this many of the job's tasks launching (ASSIGNED or STARTING) at once: a "
+    "large job launches in waves, each RUNNING before the saga's transient timeout",
 )
 @setting("-v", "--verbose", is_flag=True, help="log what happens (INFO), tracebacks in full")
 @click.pass_context
@@ -487,7 +504,8 @@ def _prepare(values: dict[str, Any]) -> tuple[Any, list[str]]:
         snapshots_kept=values["snapshots_kept"],
         framework_fields=framework_fields,
         credential=credential,
-        max_in_flight=values["max_in_flight"],
+        max_in_flight=values["max_in_flight"] or in_flight_for(values["time_scale"]),
+        max_launching=values["max_launching"],
     )
     _install_crash_hooks()
     services: list[Any] = [_Announce(found, config, api)]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
@@ -38,6 +39,12 @@ from engine.task_status import MalformedStatus
 log = logging.getLogger("taskledger.scheduler")
 
 _PENDING = ScheduleStatus.PENDING.value
+# A launch's states (transient: the saga times a task out of them, then asks, then gives
+# it up): a task is launching from its assignment until it is RUNNING (or anything else).
+_LAUNCHING = frozenset({ScheduleStatus.ASSIGNED.value, ScheduleStatus.STARTING.value})
+# The most tasks launching at once (see SchedulerCore._offers): a wave the simulated master
+# here starts in ten seconds or so, well inside the transient timeout even at --time-scale 10.
+MAX_LAUNCHING = 5_000
 # The states a task may be PENDING from later (None: a task the view holds no state of).
 _MAY_BE_PENDING = frozenset({None, ScheduleStatus.INIT.value, ScheduleStatus.THROTTLED.value})
 
@@ -98,11 +105,16 @@ class SchedulerCore:
         refuse_seconds: float = 5.0,
         max_in_flight: int = DEFAULT_LIMIT,
         relieve: Callable[[], None] | None = None,
+        max_launching: int = MAX_LAUNCHING,
     ) -> None:
         self.ledger = ledger
         self.job = job
         self.clock = clock
         self.refuse_seconds = refuse_seconds
+        if type(max_launching) is not int or max_launching < 1:
+            raise ValueError(f"max_launching must be an int >= 1, got {max_launching!r}")
+        self.max_launching = max_launching
+        self._launching: dict[str, None] = {}  # tasks assigned here, maybe still ASSIGNED
         self.driver: Driver | None = None
         self.stats = CoreStats()
         self.subscribed = False
@@ -349,15 +361,17 @@ class SchedulerCore:
         scheduler = self.ledger.scheduler_view.record(task_id)
         return None if scheduler is None else scheduler.agent_id
 
-    def pending_tasks(self) -> list[str]:
-        """The job's PENDING tasks, in task id order.
+    def pending_tasks(self, limit: int | None = None) -> list[str]:
+        """The job's PENDING tasks, oldest first (in the order they were created), at most
+        ``limit`` of them.
 
         Looks only at tasks that may still be (or become) PENDING: every task the view
         added since the last look, and those of earlier looks still INIT, THROTTLED or
-        PENDING (no task comes back to PENDING from anywhere else). Offers come every
-        second or so; a scan of 100k task records each time would cost more than the rest.
+        PENDING (no task comes back to PENDING from anywhere else), and stops at ``limit``.
+        Offers come many times a second; a scan of 100k task records each time would
+        cost more than everything else the IO thread does.
         """
-        if self.job is None:
+        if self.job is None or limit == 0:
             return []
         view = self.ledger.scheduler_view
         rows = view.index.rows
@@ -366,23 +380,32 @@ class SchedulerCore:
         if len(rows) > self._rows_seen:
             self._candidates.update(dict.fromkeys(islice(rows, self._rows_seen, None)))
             self._rows_seen = len(rows)
-        pending, settled = [], []
+        pending: list[str] = []
+        settled = []
         for task_id in self._candidates:
             state = view.get(task_id)
             if state == _PENDING:
                 record = view.record(task_id)
                 if record is not None and record.job == self.job.name:
                     pending.append(task_id)
+                    if limit is not None and len(pending) >= limit:
+                        break
             elif state not in _MAY_BE_PENDING:
                 settled.append(task_id)
         for task_id in settled:
             del self._candidates[task_id]
-        return sorted(pending)
+        return pending
 
     def _offers(self, offers: list[dict[str, Any]]) -> None:
         assert self.driver is not None
         self.ensure_instances()
-        pending = self.pending_tasks()
+        # A wave at a time: a task is ASSIGNED, then STARTING, until its RUNNING update is
+        # in, and one that stays longer than the transient timeout is asked about, then
+        # given up and replaced. A job of 100k tasks assigned at once would wait on the
+        # master for minutes; in waves of max_launching each task runs within seconds, and
+        # the offers not used now come back in a few seconds.
+        room = self.max_launching - self._launching_now()
+        pending = deque(self.pending_tasks(max(0, room)))
         declined = []
         launches: list[tuple[str, str, list[str]]] = []  # (offer, agent, tasks)
         for position, offer in enumerate(offers):
@@ -397,7 +420,7 @@ class SchedulerCore:
             # loses a fair share of it, not most of it.
             share = -(-len(pending) // (len(offers) - position))
             while pending and len(chosen) < share and cpus >= self.job.cpus and mem >= self.job.mem:
-                chosen.append(pending.pop(0))
+                chosen.append(pending.popleft())
                 cpus -= self.job.cpus
                 mem -= self.job.mem
             if not chosen:
@@ -412,11 +435,21 @@ class SchedulerCore:
             self.ledger.append(
                 [TaskAssigned(now, None, t, agent) for _, agent, chosen in launches for t in chosen]
             )
+            for _, _, chosen in launches:
+                self._launching.update(dict.fromkeys(chosen))
         for offer_id, agent_id, chosen in launches:
             # Every task the offer fits, in one ACCEPT.
             infos = [self._task_info(t, agent_id) for t in chosen]
             self.driver.launch(offer_id, infos, self._launched(offer_id, len(chosen)))
         self._decline(declined)
+
+    def _launching_now(self) -> int:
+        """How many tasks this core assigned are still launching (ASSIGNED or STARTING)."""
+        state_of = self.ledger.scheduler_view.get
+        started = [t for t in self._launching if state_of(t) not in _LAUNCHING]
+        for task_id in started:
+            del self._launching[task_id]
+        return len(self._launching)
 
     def _launched(self, offer_id: str, count: int) -> Callable[[BaseException | None], None]:
         def done(error: BaseException | None) -> None:

@@ -127,4 +127,5 @@ class SchedulerLoop:
         if self._gauges_at is not None and now - self._gauges_at < GAUGES_EVERY:
             return
         self._gauges_at = now
-        observer.update_from(self.ledger, in_flight=self.core.in_flight.count)
+        with self.ledger.reading():  # the gauges walk whole views: none may change meanwhile
+            observer.update_from(self.ledger, in_flight=self.core.in_flight.count)

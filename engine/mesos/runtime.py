@@ -21,7 +21,7 @@ from typing import Any
 
 from engine.clock_watch import DEFAULT_THRESHOLD, ClockWatch
 from engine.ledger import Ledger
-from engine.mesos.core import JobSpec, SchedulerCore
+from engine.mesos.core import MAX_LAUNCHING, JobSpec, SchedulerCore
 from engine.mesos.driver import PymesosDriver
 from engine.mesos.inflight import DEFAULT_LIMIT
 from engine.mesos.loop import Observer, SchedulerLoop, silent
@@ -86,6 +86,9 @@ class RuntimeConfig:
     # At most this many status updates between arrival and acknowledgement; past it the
     # event stream is read only as fast as they are committed and acknowledged.
     max_in_flight: int = DEFAULT_LIMIT
+    # At most this many of the job's tasks launching (ASSIGNED or STARTING) at once: a large
+    # job launches in waves the cluster runs before the saga's transient timeout.
+    max_launching: int = MAX_LAUNCHING
 
 
 @dataclass
@@ -205,7 +208,11 @@ class Runtime:
             return
         limit = self.config.watchdog_intervals * self.config.heartbeat_interval
         last = self.core.stats.last_heard
-        if silent(now, last, limit) and not self.core.holding_the_stream:
+        # Silence the scheduler or the master's work on our calls explains is not a dead stream.
+        busy = self.core.holding_the_stream or (
+            self.sender is not None and self.sender.awaiting_master()
+        )
+        if silent(now, last, limit) and not busy:
             log.warning("no heartbeat for %.1f s; restarting the driver", now - last)
             self.stats.watchdog_restarts += 1
             self._restart()
@@ -243,7 +250,11 @@ class Runtime:
         try:
             self.ledger.saga_config = saga_config(**config.saga_options)
             self.core = SchedulerCore(
-                self.ledger, config.job, clock=self.clock, max_in_flight=config.max_in_flight
+                self.ledger,
+                config.job,
+                clock=self.clock,
+                max_in_flight=config.max_in_flight,
+                max_launching=config.max_launching,
             )
             self.sender = ThreadedSender(
                 lambda: MasterConnection(
@@ -268,13 +279,19 @@ class Runtime:
             self.ready.set()
             for service in self.services:  # operator API (tools/operator)
                 service.start(self)
-            while not self._stop.wait(config.tick):
+            pause = config.tick
+            while not self._stop.wait(pause):
+                started = time.monotonic()
                 while self._requested:
                     self.ledger.reconcile(
                         self._requested.pop(0), now=self.clock(), trigger="operator"
                     )
                 self.loop.step()
                 self.stats.ticks += 1
+                # A pass that took long (the saga's decisions over 100k tasks) is not run again
+                # at once: the loop then holds the interpreter at most about half the time,
+                # and the stream, the commits and the sender keep the rest.
+                pause = max(config.tick, time.monotonic() - started)
             return 0
         finally:
             for service in reversed(self.services):  # operator API: before the log closes

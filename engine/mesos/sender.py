@@ -4,8 +4,9 @@ pymesos sends a call on the thread that makes it, over one HTTP connection held 
 driver's lock, the lock its IO thread also takes to read the connection's state: a call made
 from a callback stops the event stream for a round trip, and a slow master stops it for as
 long as it is slow. Here the scheduler only hands a call over (`send`), and a lane sends it:
-acknowledgements on one lane, every other call (ACCEPT, DECLINE, KILL, RECONCILE, REVIVE) in
-order on another, each lane a thread with its own keep-alive connection. What waits on a
+acknowledgements on one lane (two connections, in no particular order), every other call
+(ACCEPT, DECLINE, KILL, RECONCILE, REVIVE) in order on another (one connection), each
+connection with a thread and a keep-alive socket of its own. What waits on a
 lane goes out in one write, pipelined (engine/mesos/http1.py), so a burst of
 acknowledgements costs the master's work, not one round trip each. A slow or failing call
 delays the calls behind it on its lane, never the stream, never the other lane. Each call's
@@ -158,6 +159,10 @@ _STOP = object()
 # are small (256 in ~70 KB); RECONCILE batches are not (1,000 tasks in ~80 KB), and the
 # master answers each with 1,000 events on the stream before it takes the next.
 DEPTH = {ACKS: 256, CALLS: 16}
+# Connections (each with its thread) per lane. Acknowledgements need no order among them,
+# and a master answers two connections' requests interleaved, so two keep it busier; the
+# other calls go in order, on one.
+CONNECTIONS = {ACKS: 2, CALLS: 1}
 
 
 class ThreadedSender:
@@ -168,6 +173,8 @@ class ThreadedSender:
 
     def __init__(self, transport: Callable[[], Transport]) -> None:
         self.stats = {lane: LaneStats() for lane in LANES}
+        self._awaiting = 0  # connections with requests written and answers not all read
+        self._awaiting_lock = threading.Lock()
         self._queues: dict[str, queue.SimpleQueue[Any]] = {
             lane: queue.SimpleQueue() for lane in LANES
         }
@@ -176,6 +183,7 @@ class ThreadedSender:
                 target=self._run, args=(lane, transport()), name=f"sender {lane}", daemon=True
             )
             for lane in LANES
+            for _ in range(CONNECTIONS[lane])
         ]
         for thread in self._threads:
             thread.start()
@@ -183,13 +191,20 @@ class ThreadedSender:
     def send(self, kind: str, payload: dict[str, Any], done: Done | None = None) -> None:
         self._queues[LANE_OF.get(kind, CALLS)].put((kind, payload, done))
 
+    def awaiting_master(self) -> bool:
+        """Whether a call was sent and its answer has not come yet: the master is busy (an
+        implicit reconciliation of 100k tasks keeps it so for seconds), and silence on the
+        stream meanwhile is no sign the stream died."""
+        return self._awaiting > 0
+
     def queued(self) -> int:
         """Calls handed over and not sent yet (both lanes)."""
         return sum(q.qsize() for q in self._queues.values())
 
     def stop(self) -> None:
         for lane in LANES:
-            self._queues[lane].put(_STOP)
+            for _ in range(CONNECTIONS[lane]):
+                self._queues[lane].put(_STOP)
         for thread in self._threads:
             thread.join()
 
@@ -214,10 +229,16 @@ class ThreadedSender:
             if not batch:
                 continue
             stats.batches += 1
-            if many is not None:
-                errors = _post_many(many, batch)
-            else:
-                errors = [send_one(transport, kind, payload) for kind, payload, _ in batch]
+            with self._awaiting_lock:
+                self._awaiting += 1
+            try:
+                if many is not None:
+                    errors = _post_many(many, batch)
+                else:
+                    errors = [send_one(transport, kind, payload) for kind, payload, _ in batch]
+            finally:
+                with self._awaiting_lock:
+                    self._awaiting -= 1
             for (kind, _, done), error in zip(batch, errors, strict=True):
                 if error is None:
                     stats.sent += 1
