@@ -497,14 +497,20 @@ def test_run_killed_during_a_burst_of_thousands_of_updates(big_cluster, tmp_path
         # the killed one restarts: re-sent updates, duplicates, the rest of its burst.
         job = f"burst{attempt // 2}"
         log = str(tmp_path / job)
+        before, subscribed = acked_of(address, job), streams(address)
         proc = run_scheduler(address, log, instances=BURST_TASKS, small=True, job=job)
-        # Into the launch's burst (thousands of updates arriving, committing, acknowledged):
-        # once the master has seen acknowledgements of this job, at a random moment.
-        before = acked_of(address, job)
-        wait_until(
-            lambda job=job, before=before: acked_of(address, job) > before, 60, what="the burst"
-        )
-        time.sleep(rng.uniform(0.0, 1.5))
+        if attempt % 2 == 0:
+            # Into the launch's burst (thousands of updates arriving, committing,
+            # acknowledged): once the master has seen acknowledgements of this job.
+            wait_until(
+                lambda job=job, before=before: acked_of(address, job) > before,
+                60,
+                what="the burst",
+            )
+        else:
+            # The restart: once subscribed (the master re-sends what was not acknowledged).
+            wait_subscribed(address, subscribed)
+        time.sleep(rng.uniform(0.0, 1.0))
         assert proc.poll() is None, "the scheduler stopped by itself"
         kill(proc)
         context = f"seed {SEED}, burst kill {attempt}"
