@@ -227,3 +227,30 @@ def test_the_sender_says_when_an_answer_is_outstanding():
     finally:
         release.set()
         sender.stop()
+
+
+def test_calls_carry_the_credential_the_master_asks_for():
+    """Against a master that authenticates (HTTP basic), a call without the credential is
+    refused (401) and with it taken: the sender sends what pymesos sends with its own."""
+    from engine.mesos.sender import basic_authorization
+
+    with BackgroundSim(SimConfig(agents=1, seed=5), credentials={"ops": "s3cret"}) as sim:
+        header = {"Authorization": basic_authorization("ops", "s3cret")}
+        framework = {**PA_FRAMEWORK, "principal": "ops"}  # a framework of that principal
+        stream = EventStream(sim.address, subscribe_body(framework), extra_headers=header)
+        try:
+            driver = Subscribed.__new__(Subscribed)
+            driver.master, driver.stream = sim.address, stream
+            driver.stream_id = stream.headers["mesos-stream-id"]
+            driver.framework_id = stream.next(5)["subscribed"]["framework_id"]["value"]
+            bare = MasterConnection(lambda: driver, timeout=10)
+            signed = MasterConnection(lambda: driver, timeout=10, credential=("ops", "s3cret"))
+            try:
+                (refused,) = bare.post_many([_ack(1)])
+                assert "401" in str(refused)
+                assert signed.post_many([_ack(1), _ack(2)]) == [None, None]
+            finally:
+                bare.close()
+                signed.close()
+        finally:
+            stream.close()
