@@ -7,10 +7,11 @@ runtime's loop and the appends go on meanwhile. Older snapshots are deleted (the
 A failed snapshot (a full map, a damaged record) is logged and counted, never fatal: the
 scheduler's work does not depend on it.
 
-The fold builds a second state as large as the live one (about a kilobyte a task), freed
-when the snapshot is written; glibc keeps the freed pages unless asked, and a scheduler of
-100k tasks would carry each snapshot's peak for good. `release_freed_memory` asks
-(malloc_trim) after every snapshot.
+The fold builds a second state as large as the live one (about a kilobyte a task). Its
+views refer to one another, so only the cyclic collector frees it, and glibc then keeps the
+freed pages unless asked: a scheduler of 100k tasks would carry each snapshot's peak. After
+every snapshot the snapshotter calls ``after`` (the runtime collects and freezes its heap
+there) and gives the C heap's free pages back (`release_freed_memory`, malloc_trim).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import ctypes
 import ctypes.util
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.ledger import Ledger
@@ -66,6 +68,7 @@ class Snapshotter:
         keep: int = 2,
         poll: float = 1.0,
         retry_after: float = 30.0,
+        after: Callable[[], None] | None = None,
     ) -> None:
         if every < 1:
             raise ValueError(f"snapshot every must be at least 1 event, got {every!r}")
@@ -73,6 +76,7 @@ class Snapshotter:
             raise ValueError(f"snapshots kept must be at least 1, got {keep!r}")
         self.ledger, self.every, self.keep, self.poll = ledger, every, keep, poll
         self.retry_after = retry_after
+        self.after = after
         self.stats = SnapshotStats()
         stored = ledger.snapshots()
         self.stats.last_nid = stored[-1].nid if stored else 0
@@ -106,6 +110,8 @@ class Snapshotter:
             log.exception("snapshot failed (the log is unchanged; will try again)")
             self._stop.wait(self.retry_after)  # not a tight loop on a full disk
             return False
+        if self.after is not None:
+            self.after()
         release_freed_memory()
         self.stats.taken += 1
         self.stats.pruned += len(pruned)
