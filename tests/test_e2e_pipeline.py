@@ -62,17 +62,23 @@ def answered_tasks(ledger, since: int) -> set[str]:
     }
 
 
-def test_thousands_of_tasks_launch_fail_over_and_are_reconciled(big_cluster, tmp_path):
-    address = big_cluster.address
-    scheduler = Scheduler(
+def small_tasks(address: str, log: str, instances: int, **options) -> Scheduler:
+    """A scheduler of ``instances`` tasks of 0.01 cpus and 1 MB, on the cluster's clock."""
+    return Scheduler(
         address,
-        str(tmp_path / "log"),
-        instances=TASKS,
+        log,
+        instances=instances,
         heartbeat_interval=15.0 / SCALE,
         saga_scale=SCALE,
         cpus=0.01,
         mem=1.0,
+        **options,
     )
+
+
+def test_thousands_of_tasks_launch_fail_over_and_are_reconciled(big_cluster, tmp_path):
+    address = big_cluster.address
+    scheduler = small_tasks(address, str(tmp_path / "log"), TASKS)
     scheduler.start()
     try:
         ledger = scheduler.ledger
@@ -105,16 +111,7 @@ def test_a_stalled_log_slows_the_stream_and_bounds_what_is_in_flight(big_cluster
     waits (the stream is read more slowly), nothing queued for the log grows past the
     bound, and the job still converges with every update acknowledged."""
     address, limit, tasks = big_cluster.address, 16, 300
-    scheduler = Scheduler(
-        address,
-        str(tmp_path / "log"),
-        instances=tasks,
-        heartbeat_interval=15.0 / SCALE,
-        saga_scale=SCALE,
-        cpus=0.01,
-        mem=1.0,
-        max_in_flight=limit,
-    )
+    scheduler = small_tasks(address, str(tmp_path / "log"), tasks, max_in_flight=limit)
     scheduler.start()
     try:
         store = scheduler.ledger._store
