@@ -588,6 +588,13 @@ class Ledger(LogReader):
         timers, and the side effects of recent transitions. Appends what it decided
         (commands go to the outbox) and returns their ids; [] if there was nothing to do.
         The same log and the same ``now`` decide the same.
+
+        A bad ``now`` (not finite, negative, implausible: engine/times.py) is a ValueError
+        naming it before anything is decided or appended. A tick takes up to a few passes (a
+        run's start, then its first round), each appended as one transaction; should the log
+        refuse a later pass (a full disk), the passes before it stay, and each is a complete
+        decision on its own: the next tick continues from them as a restart after a crash
+        there would.
         """
         now = check_time("now", now)
         ids: list[int] = []
