@@ -1,7 +1,7 @@
 """`taskledger run` refuses to start, in one line and with exit status 2, when what it was
 given cannot work, and leaves no log folder behind: a master address it cannot use, a
-master or ZooKeeper that does not answer within --master-timeout (here: closed ports; a
-real ZooKeeper is not started by these tests), credentials half given, an operator API off
+master or ZooKeeper that does not answer within --master-timeout (here: closed ports;
+tests/test_run_zk.py runs against a real ZooKeeper), credentials half given, an operator API off
 loopback without tokens, a port already taken. And what it does start with: the options in
 the FrameworkInfo and the credential, one log format."""
 
@@ -23,7 +23,6 @@ from sim_session import inject
 from engine.ledger import Ledger
 from engine.mesos.core import SchedulerCore
 from tools.cli import cli
-from tools.mesos_master import leader
 from tools.run_command import _prepare, run_command
 from tools.sim.cluster import SimConfig
 from tools.sim.server import BackgroundSim
@@ -193,29 +192,3 @@ def _url(lines: list[str]) -> str:
     found = re.search(r"operator API and web view (http://127\.0\.0\.1:\d+/)", "\n".join(lines))
     assert found, lines
     return found.group(1)
-
-
-class Znodes:
-    """What `leader` reads of ZooKeeper (children and data), from a dict: a real ZooKeeper
-    is not started by these tests."""
-
-    def __init__(self, nodes: dict[str, bytes]) -> None:
-        self.nodes = nodes
-
-    def get_children(self, path: str) -> list[str]:
-        return [name.rsplit("/", 1)[1] for name in self.nodes if name.startswith(path + "/")]
-
-    def get(self, path: str) -> tuple[bytes, None]:
-        return self.nodes[path], None
-
-
-def test_the_leader_is_the_lowest_json_info_znode():
-    info = '{{"address": {{"hostname": "m{0}", "ip": "10.0.0.{0}", "port": 5050}}}}'
-    nodes = {
-        "/mesos/json.info_0000000007": info.format(7).encode(),
-        "/mesos/json.info_0000000003": info.format(3).encode(),
-        "/mesos/info_0000000001": b"\x08protobuf, pre-0.24",
-        "/mesos/log_replicas": b"",
-    }
-    assert leader(Znodes(nodes), "/mesos") == "10.0.0.3:5050"
-    assert leader(Znodes({"/mesos/log_replicas": b""}), "/mesos") is None
