@@ -46,6 +46,8 @@ from engine.events import (
     CommandCancelled,
     CommandConfirmed,
     CommandIssued,
+    DryRunSet,
+    JobScaled,
     KillRequested,
     ReconciliationCompleted,
     ReconciliationStarted,
@@ -160,6 +162,10 @@ class SagaState:
     obligations: list[Obligation] = field(default_factory=list)
     reacted_upto: int = 0
     last_nid: int = 0
+    # An operator's standing orders (tools/operator), so that a restart keeps them: the
+    # newest DryRunSet's setting (None: never ordered) and each job's newest JobScaled.
+    dry_run_order: bool | None = None
+    scaled: dict[str, int] = field(default_factory=dict)  # job -> instances
 
 
 # --- evolve ------------------------------------------------------------------------------------
@@ -283,7 +289,17 @@ def _reacted(state: SagaState, nid: int, e: SagaReacted, views: Views) -> None:
     state.reacted_upto = max(state.reacted_upto, e.upto)
 
 
+def _dry_run_set(state: SagaState, nid: int, event: DryRunSet, views: Views) -> None:
+    state.dry_run_order = bool(event.dry_run)
+
+
+def _job_scaled(state: SagaState, nid: int, event: JobScaled, views: Views) -> None:
+    state.scaled[event.job] = event.instances
+
+
 _HANDLERS = {
+    DryRunSet: _dry_run_set,
+    JobScaled: _job_scaled,
     StatusUpdateReceived: _task_event,
     KillRequested: _task_event,
     TaskMarkedLost: _task_event,

@@ -164,6 +164,8 @@ def encode(state: SagaState) -> dict[str, Any]:
         "obligations": [[o.nid, o.task_id, list(o.effects), o.cause] for o in state.obligations],
         "reacted_upto": state.reacted_upto,
         "last_nid": state.last_nid,
+        "dry_run_order": state.dry_run_order,
+        "scaled": state.scaled,
     }
 
 
@@ -228,4 +230,7 @@ def _decode(data: dict[str, Any]) -> SagaState:
         ],
         reacted_upto=data["reacted_upto"],
         last_nid=data["last_nid"],
+        # Absent from snapshots written before the standing orders were kept.
+        dry_run_order=data.get("dry_run_order"),
+        scaled=dict(data.get("scaled") or {}),
     )

@@ -4,6 +4,7 @@ what it refuses, and what `taskledger why` then says about who gave it."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from cli_log import run
@@ -23,6 +24,7 @@ from engine.events import (
 )
 from engine.ledger import Ledger
 from engine.mesos.core import JobSpec
+from engine.mesos.runtime import standing_orders
 from tools.operator.live import LiveState
 from tools.operator.orders import (
     BadOrder,
@@ -239,3 +241,33 @@ def test_resume_releases_what_the_breaker_held_and_why_names_who(ledger):
     ]
     steps = [s["step"] for s in kill["chain"]]
     assert steps.index("dispatch") == steps.index("command") + 1  # before the send itself
+
+
+@pytest.mark.parametrize("from_snapshot", [False, True], ids=["replayed", "from-a-snapshot"])
+def test_scale_and_dry_run_outlive_a_restart(tmp_path, from_snapshot):
+    """A restart with the start-up flags of before keeps the operator's later orders: the
+    job's scale and the dry run come from the log (replayed, or read from a snapshot)."""
+    path = tmp_path / "log"
+    with Ledger.open(path, durable=False) as ledger:
+        Job(ledger).run(3)
+        orders, _ = orders_for(ledger, 3)
+        options, job = standing_orders(ledger, {}, JobSpec("web", 3))
+        assert (options, job.instances) == ({}, 3)  # no order yet: the flags stand
+        orders.scale(instances=5, operator="fay", reason="traffic")
+        orders.dry_run(on=True, operator="fay", reason="incident")
+        if from_snapshot:
+            ledger.snapshot()
+    with Ledger.open(path, durable=False) as ledger:
+        if from_snapshot:
+            assert ledger.snapshots()  # the state was read from it
+        options, job = standing_orders(ledger, {"time_scale": 2.0}, JobSpec("web", 3))
+        assert options == {"time_scale": 2.0, "dry_run": True} and job.instances == 5
+        _, other = standing_orders(ledger, {}, JobSpec("db", 2))
+        assert other.instances == 2  # an order for one job is not another's
+        ledger.saga_config = replace(ledger.saga_config, dry_run=True)  # as the runtime does
+        orders, _ = orders_for(ledger, 5)
+        assert orders.dry_run(on=False, operator="fay")["changed"]
+        orders.scale(instances=1, operator="fay")
+    with Ledger.open(path, durable=False) as ledger:
+        options, job = standing_orders(ledger, {"dry_run": True}, JobSpec("web", 3))
+        assert options == {"dry_run": False} and job.instances == 1  # the newest order wins

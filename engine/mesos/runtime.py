@@ -52,6 +52,37 @@ def saga_config(*, time_scale: float = 1.0, dry_run: bool = False) -> SagaConfig
 log = logging.getLogger("taskledger.runtime")
 
 
+def standing_orders(
+    ledger: Ledger, saga_options: dict[str, Any], job: JobSpec | None
+) -> tuple[dict[str, Any], JobSpec | None]:
+    """The saga's options and the job as the log's operator orders leave them: the newest
+    `ctl dry-run` (DryRunSet) and `ctl scale` of this job (JobScaled) outlive a restart,
+    over --dry-run and --instances (they were given later, and a crash must not undo a dry
+    run an operator turned on during an incident). Each overridden setting is logged."""
+    saga = ledger.saga
+    ordered = saga.dry_run_order
+    if ordered is not None and bool(saga_options.get("dry_run", False)) != ordered:
+        log.warning(
+            "dry run is %s, as the log's newest operator order says (not as the command "
+            "line); `taskledger ctl dry-run %s` changes it",
+            "on" if ordered else "off",
+            "off" if ordered else "on",
+        )
+        saga_options = {**saga_options, "dry_run": ordered}
+    if job is not None:
+        instances = saga.scaled.get(job.name)
+        if instances is not None and instances != job.instances:
+            log.warning(
+                "job %s keeps %d instance(s), as the log's newest `ctl scale` says (not "
+                "--instances %d); `taskledger ctl scale` changes it",
+                job.name,
+                instances,
+                job.instances,
+            )
+            job = replace(job, instances=instances)
+    return saga_options, job
+
+
 @dataclass
 class RuntimeConfig:
     master: str
@@ -250,10 +281,11 @@ class Runtime:
         self.ledger = Ledger.open(config.log_path, durable=config.durable, clock=self.clock)
         _settle_the_heap()
         try:
-            self.ledger.saga_config = saga_config(**config.saga_options)
+            saga_options, job = standing_orders(self.ledger, config.saga_options, config.job)
+            self.ledger.saga_config = saga_config(**saga_options)
             self.core = SchedulerCore(
                 self.ledger,
-                config.job,
+                job,
                 clock=self.clock,
                 max_in_flight=config.max_in_flight,
                 max_launching=config.max_launching,
