@@ -526,7 +526,9 @@ class Ledger(LogReader):
             yield self
 
     def drift(self) -> list[Drift]:
-        """The current disagreements, each with its cell of the table (empty if none)."""
+        """The current disagreements, each with its cell of the table (empty if none). Every
+        one of them: launches in flight too (ASSIGNED, Mesos silent so far), which
+        `taskledger drift` and the metrics show apart (tools/forensics/launches.py)."""
         with self._views_lock:
             return self._state.views.drift.drift()
 

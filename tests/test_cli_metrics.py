@@ -97,3 +97,32 @@ def test_the_drift_counts_are_the_disagreements_counted(story_log):
         drift = ledger.views.drift
         expected = Counter(cell for cell, _ in drift.disagreements.values())
         assert drift.disagreement_counts() == dict(expected) and expected
+
+
+def test_launches_in_flight_are_not_drift_until_the_saga_asks_about_them(tmp_path):
+    from engine.ledger import Ledger
+
+    t0 = 1_714_532_400.0
+    absent = ("cell", "absent/non-terminal"), ("found_by", "explicit")
+    with Ledger.open(tmp_path / "log", durable=False) as ledger:
+        ledger.framework_registered("fw", "master", time=t0)
+        for n in range(5):
+            ledger.task_created(f"web/{n}", job="web", time=t0 + 1)
+            ledger.task_assigned(f"web/{n}", agent_id="agent-1", time=t0 + 1)
+        metrics = Metrics()
+        metrics.update_from(ledger)
+        got = scrape(metrics)
+        assert got["taskledger_launches_in_flight", ()] == 5
+        assert got["taskledger_drift_tasks", absent] == 0
+        ledger.status_update(
+            {"task_id": {"value": "web/0"}, "state": "TASK_RUNNING", "uuid": "dTE="}, time=t0 + 2
+        )
+        # Long past the transient timeout the saga asks about the silent launches: from
+        # then on the log says they are late, and they count as drift.
+        ledger.tick(now=t0 + 3600)
+        asked = set(ledger.saga.transient_asked)
+        assert asked == {f"web/{n}" for n in range(1, 5)}
+        metrics.update_from(ledger)
+        got = scrape(metrics)
+        assert got["taskledger_launches_in_flight", ()] == 0
+        assert got["taskledger_drift_tasks", absent] == 4

@@ -32,6 +32,7 @@ from engine.events import (
     ReconciliationSuperseded,
 )
 from engine.lifecycle import ScheduleStatus
+from tools.forensics import launches
 
 PREFIX = "taskledger"
 # An append waits for its group commit's fsync (~0.4 ms here) plus queueing.
@@ -114,6 +115,12 @@ class Metrics:
             "1 while the blast-radius breaker holds destructive commands, else 0.",
             registry=r,
         )
+        self.launches_in_flight = Gauge(
+            f"{PREFIX}_launches_in_flight",
+            "Tasks launched that Mesos has not spoken of yet (not yet overdue): not counted "
+            "in taskledger_drift_tasks, whose absent/non-terminal cell they would sit in.",
+            registry=r,
+        )
         self.tasks = Gauge(
             f"{PREFIX}_tasks",
             "Tasks the scheduler view holds, by scheduler state.",
@@ -176,9 +183,15 @@ class Metrics:
             (cell.label, str(TABLE[cell])): n
             for cell, n in ledger.views.drift.disagreement_counts().items()
         }
+        saga = _saga_of(ledger)
+        if saga is not None:
+            launching = launches.count(ledger.views, saga)
+            self.launches_in_flight.set(launching)
+            key = (launches.CELL.label, str(TABLE[launches.CELL]))
+            if key in counts:
+                counts[key] -= launching
         for label, found_by in DISAGREEING:
             self.drift_tasks.labels(label, found_by).set(counts.get((label, found_by), 0))
-        saga = _saga_of(ledger)
         if saga is None:
             return
         outbox = saga.outbox
