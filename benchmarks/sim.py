@@ -39,13 +39,13 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.common import Result, print_table, write_json
-from tools.sim import protocol
-from tools.sim.client import Connection, EventStream, get_json
-from tools.sim.cluster import Cluster
-from tools.sim.config import SimConfig
-from tools.sim.effects import Emit
-from tools.sim.kernel import Kernel
-from tools.sim.snapshot import StateQuery
+from tools.sim_master import protocol
+from tools.sim_master.client import Connection, EventStream, get_json
+from tools.sim_master.cluster import Cluster
+from tools.sim_master.config import SimConfig
+from tools.sim_master.effects import Emit
+from tools.sim_master.kernel import Kernel
+from tools.sim_master.snapshot import StateQuery
 
 BIG_ACCEPT = 10_000
 BATCH = 1_000
@@ -304,7 +304,7 @@ def rss() -> int:
 
 
 def _serve(cfg: SimConfig, port: int, time_scale: float, ready: Any) -> None:
-    from tools.sim.server import serve
+    from tools.sim_master.server import serve
 
     asyncio.run(serve(cfg, port=port, time_scale=time_scale, started=ready))
 

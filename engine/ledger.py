@@ -1,4 +1,4 @@
-"""The Ledger: the embedded backend's public surface (see DESIGN.md).
+"""The Ledger: the embedded backend's public surface (the README's "The embedded backend").
 
     with Ledger.open("var/ledger") as ledger:
         ledger.task_created("job/0/abc", job="job")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sim_session import task_refs
 
-from tools.sim.cluster import Cluster, Emit, SimConfig
+from tools.sim_master.cluster import Cluster, Emit, SimConfig
 
 PA = [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"}]
 

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable
 
-from tools.sim.client import EventStream, call, get_json
+from tools.sim_master.client import EventStream, call, get_json
 
 PA_FRAMEWORK = {
     "user": "test",

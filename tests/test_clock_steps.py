@@ -27,8 +27,8 @@ from engine.events import (
 from engine.ledger import Ledger, state_digest
 from engine.mesos.core import JobSpec
 from engine.mesos.runtime import Runtime, RuntimeConfig
-from tools.sim.cluster import SimConfig
-from tools.sim.server import BackgroundSim
+from tools.sim_master.cluster import SimConfig
+from tools.sim_master.server import BackgroundSim
 
 T0 = 1_714_532_400.0
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86_400.0

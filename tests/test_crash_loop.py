@@ -42,8 +42,8 @@ from engine.events import StatusUpdateReceived
 from engine.ledger import Ledger, LedgerState, state_digest
 from tools.cli import cli
 from tools.run_command import CRASH_BEFORE_ACK, CRASH_BEFORE_APPEND
-from tools.sim.cluster import SimConfig
-from tools.sim.server import BackgroundSim
+from tools.sim_master.cluster import SimConfig
+from tools.sim_master.server import BackgroundSim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = int(os.environ.get("TASKLEDGER_CRASH_SEED", "7"))
@@ -423,7 +423,7 @@ def test_run_killed_at_random_moments_loses_no_acknowledged_update(cluster, tmp_
 
 
 def test_killed_between_receiving_and_committing_an_update_the_master_resends_it(cluster, tmp_path):
-    """Issue 5: the scheduler dies after receiving an update and before committing it. The
+    """The scheduler dies after receiving an update and before committing it. The
     update was not acknowledged, so the master re-sends it to the restarted scheduler,
     which records it once and acknowledges it."""
     log = str(tmp_path / "log")

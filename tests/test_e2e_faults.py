@@ -31,8 +31,8 @@ from e2e_support import (
 )
 from sim_session import inject, state, wait_until
 
-from tools.sim.cluster import SimConfig
-from tools.sim.server import BackgroundSim
+from tools.sim_master.cluster import SimConfig
+from tools.sim_master.server import BackgroundSim
 
 # The master's clock and the saga's schedules run this much faster than the wall clock: the
 # 15-minute partition timeout takes 7.5 s, the 5-minute transient timeout 2.5 s, the agents'
@@ -496,7 +496,7 @@ def _command(ledger, command_id):
 
 def test_every_fault_of_the_catalogue_is_covered():
     """A new fault kind needs an end-to-end test here (or in test_e2e_scheduler.py)."""
-    from tools.sim.faults import ACTIONS, RULES
+    from tools.sim_master.faults import ACTIONS, RULES
 
     covered = {
         "stream_drop",  # test_e2e_scheduler.py

@@ -22,8 +22,8 @@ from e2e_support import (
 )
 from sim_session import inject, wait_until
 
-from tools.sim.cluster import SimConfig
-from tools.sim.server import BackgroundSim
+from tools.sim_master.cluster import SimConfig
+from tools.sim_master.server import BackgroundSim
 
 SCALE = 20.0
 TASKS = 2000

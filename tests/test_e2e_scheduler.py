@@ -11,8 +11,8 @@ from e2e_support import Scheduler, assert_converges, assert_replay_equal
 from sim_session import inject, state, wait_until
 
 from engine.ledger import Ledger
-from tools.sim.cluster import SimConfig
-from tools.sim.server import BackgroundSim
+from tools.sim_master.cluster import SimConfig
+from tools.sim_master.server import BackgroundSim
 
 SCALE = 20.0
 INSTANCES = 8

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sim_session import Session, state
 
-from tools.sim.cluster import SimConfig
-from tools.sim.server import BackgroundSim
+from tools.sim_master.cluster import SimConfig
+from tools.sim_master.server import BackgroundSim
 
 FUZZ = settings(
     max_examples=int(os.environ.get("TASKLEDGER_FUZZ_EXAMPLES", "200")),

@@ -28,8 +28,8 @@ from test_cli_report import browse, console_lines
 from test_cli_report import chromium as chromium  # noqa: F401  (a fixture)
 
 from tools.operator.client import Client
-from tools.sim.cluster import SimConfig
-from tools.sim.server import BackgroundSim
+from tools.sim_master.cluster import SimConfig
+from tools.sim_master.server import BackgroundSim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARTIFACTS = os.path.join(ROOT, "test-artifacts")

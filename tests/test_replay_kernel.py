@@ -43,7 +43,7 @@ from engine.store import LMDBApplicationRecorder, LMDBDatastore
 from engine.wire import to_wire
 from projections import snapshots
 from projections.views import Views
-from tools.simulation.world import simulate_seed
+from tools.deterministic.world import simulate_seed
 
 OTHER_STREAM = uuid.UUID("00000000-0000-4000-8000-00000000abcd")
 EXAMPLES = int(os.environ.get("TASKLEDGER_FUZZ_EXAMPLES", "150"))

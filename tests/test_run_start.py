@@ -24,8 +24,8 @@ from engine.ledger import Ledger
 from engine.mesos.core import SchedulerCore
 from tools.cli import cli
 from tools.run_command import _prepare, run_command
-from tools.sim.cluster import SimConfig
-from tools.sim.server import BackgroundSim
+from tools.sim_master.cluster import SimConfig
+from tools.sim_master.server import BackgroundSim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,9 +12,9 @@ from sim_session import PA_FRAMEWORK, subscribe_body
 
 from engine.mesos import http1
 from engine.mesos.sender import ACKS, CALLS, MasterConnection, ThreadedSender
-from tools.sim.client import EventStream
-from tools.sim.cluster import SimConfig
-from tools.sim.server import BackgroundSim
+from tools.sim_master.client import EventStream
+from tools.sim_master.cluster import SimConfig
+from tools.sim_master.server import BackgroundSim
 
 
 class Subscribed:

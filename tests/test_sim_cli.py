@@ -1,4 +1,4 @@
-"""`taskledger sim` and `python -m tools.sim`: one click command with every option, the
+"""`taskledger sim` and `python -m tools.sim_master`: one click command with every option, the
 fault catalogue it prints, and the master it runs (a real process on a free port): one
 stderr line per request it refuses or cannot parse, no traceback, a clean stop on SIGTERM."""
 
@@ -13,8 +13,8 @@ import sys
 from click.testing import CliRunner
 
 from tools.cli import cli
-from tools.sim.client import call, get_json
-from tools.sim.faults import ACTIONS, RULES, WHAT
+from tools.sim_master.client import call, get_json
+from tools.sim_master.faults import ACTIONS, RULES, WHAT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIONS = ["--host", "--port", "--agents", "--cpus", "--mem", "--seed", "--time-scale"]
@@ -30,10 +30,10 @@ def test_taskledger_sim_help_shows_every_option():
 
 def test_python_m_tools_sim_is_the_same_command():
     done = subprocess.run(
-        [sys.executable, "-m", "tools.sim", "--help"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "tools.sim_master", "--help"], cwd=ROOT, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("Usage: python -m tools.sim [OPTIONS]")
+    assert done.stdout.startswith("Usage: python -m tools.sim_master [OPTIONS]")
     assert all(option in done.stdout for option in OPTIONS)
 
 
@@ -80,7 +80,7 @@ def _free_port() -> int:
 def test_the_master_logs_one_line_per_bad_request_and_stops_on_sigterm():
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.sim", "--port", str(port), "--agents", "1"],
+        [sys.executable, "-m", "tools.sim_master", "--port", str(port), "--agents", "1"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sim_harness import Harness
 
-from tools.sim.cluster import RECOVERED, REGISTERED, REMOVED, UNREACHABLE
-from tools.sim.faults import InvalidFault, parse_fault
-from tools.sim.protocol import is_terminal
-from tools.sim.resources import Resources
-from tools.sim.snapshot import InvalidQuery, StateQuery, snapshot
+from tools.sim_master.cluster import RECOVERED, REGISTERED, REMOVED, UNREACHABLE
+from tools.sim_master.faults import InvalidFault, parse_fault
+from tools.sim_master.protocol import is_terminal
+from tools.sim_master.resources import Resources
+from tools.sim_master.snapshot import InvalidQuery, StateQuery, snapshot
 
 LIFECYCLE = ["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"]
 

@@ -22,9 +22,9 @@ from sim_session import (
     wait_until,
 )
 
-from tools.sim.client import EventStream, call, get_json
-from tools.sim.cluster import SimConfig
-from tools.sim.server import BackgroundSim
+from tools.sim_master.client import EventStream, call, get_json
+from tools.sim_master.cluster import SimConfig
+from tools.sim_master.server import BackgroundSim
 
 SCALE = 50.0  # 10 s update re-send -> 0.2 s; 15 s heartbeat -> 0.3 s
 

@@ -11,9 +11,9 @@ import pymesos  # imported in the main thread: it installs a SIGINT handler
 import pytest
 from sim_session import inject, state, task_view, wait_until
 
-from tools.sim.client import get_json
-from tools.sim.cluster import SimConfig
-from tools.sim.server import BackgroundSim
+from tools.sim_master.client import get_json
+from tools.sim_master.cluster import SimConfig
+from tools.sim_master.server import BackgroundSim
 
 SCALE = 20.0  # heartbeats every 0.75 s, update re-sends every 0.5 s (then doubling)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tools.sim.resources import Resources
+from tools.sim_master.resources import Resources
 
 scalar = st.sampled_from([0.0, 0.0004, 0.001, 0.01, 0.1, 0.25, 1, 2.5, 32, 64.5, 1e-5])
 entry = st.one_of(

@@ -17,10 +17,10 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from tools.simulate import describe_failure, run_seeds, simulate_command
-from tools.simulation import invariants as inv
-from tools.simulation.chaos import WEIGHTS
-from tools.simulation.world import simulate_seed
+from tools.deterministic.seeds import describe_failure, run_seeds, simulate_command
+from tools.deterministic import invariants as inv
+from tools.deterministic.chaos import WEIGHTS
+from tools.deterministic.world import simulate_seed
 
 SEEDS = 200
 STEPS = 200

@@ -79,7 +79,7 @@ def bench(ctx: click.Context, name: str) -> None:
     raise SystemExit(module.main(list(ctx.args)))
 
 
-# The embedded scheduler (issue 5).
+# The embedded scheduler (`taskledger run`, tools/run_command.py).
 from tools.run_command import run_command  # noqa: E402
 
 cli.add_command(run_command)
@@ -89,17 +89,17 @@ from tools.operator.ctl import ctl_command  # noqa: E402
 
 cli.add_command(ctl_command)
 
-# The simulated Mesos master (its options and help live with it, in tools/sim/cli.py).
-from tools.sim.cli import sim_command  # noqa: E402
+# The simulated Mesos master (its options and help live with it, in tools/sim_master/cli.py).
+from tools.sim_master.cli import sim_command  # noqa: E402
 
 cli.add_command(sim_command)
 
-# The deterministic whole-system simulation (issue 7).
-from tools.simulate import simulate_command  # noqa: E402
+# The deterministic whole-system simulation (`taskledger simulate`).
+from tools.deterministic.seeds import simulate_command  # noqa: E402
 
 cli.add_command(simulate_command)
 
-# The forensic commands (issue 6): one module each under tools/commands/.
+# The forensic commands: one module each under tools/commands/.
 from tools.commands.drift import drift_command  # noqa: E402
 from tools.commands.history import history_command  # noqa: E402
 from tools.commands.ingest import ingest_command  # noqa: E402

@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tools.forensics.found_by import found_by
-from tools.sim.client import call, get_json
+from tools.sim_master.client import call, get_json
 
 _LIVE = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING")
 
@@ -282,8 +282,8 @@ def main(
     seed: int = 1,
     step_timeout: float = 40.0,
 ) -> int:
-    from tools.sim.cluster import SimConfig
-    from tools.sim.server import BackgroundSim
+    from tools.sim_master.cluster import SimConfig
+    from tools.sim_master.server import BackgroundSim
 
     folder = os.path.abspath(os.path.join("var", "demo"))  # kept for `taskledger why` after
     shutil.rmtree(folder, ignore_errors=True)  # the previous demo's

@@ -4,7 +4,7 @@
 saga decide, dispatch the outbox, answer offers left unanswered, keep the job's
 instances, tell the observer. The runtime (engine/mesos/runtime.py) calls it with the wall
 clock and a supervisor of the pymesos driver; the deterministic simulation
-(tools/simulation/world.py) calls the same code with its virtual clock, its stand-in for
+(tools/deterministic/world.py) calls the same code with its virtual clock, its stand-in for
 pymesos's transport and a `pump` that delivers the stream's events where pymesos's IO thread
 would have, so the simulation checks the loop that runs in production.
 """

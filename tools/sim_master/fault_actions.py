@@ -10,13 +10,13 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 
-from tools.sim import protocol
-from tools.sim.agents import Fleet
-from tools.sim.allocator import Allocator
-from tools.sim.faults import Fault, InvalidFault, parse_fault
-from tools.sim.kernel import Kernel
-from tools.sim.master import Master
-from tools.sim.records import (
+from tools.sim_master import protocol
+from tools.sim_master.agents import Fleet
+from tools.sim_master.allocator import Allocator
+from tools.sim_master.faults import Fault, InvalidFault, parse_fault
+from tools.sim_master.kernel import Kernel
+from tools.sim_master.master import Master
+from tools.sim_master.records import (
     RECOVERED,
     REGISTERED,
     REMOVED,
@@ -25,7 +25,7 @@ from tools.sim.records import (
     AgentTask,
     Framework,
 )
-from tools.sim.resources import Resources
+from tools.sim_master.resources import Resources
 
 
 class FaultInjector:

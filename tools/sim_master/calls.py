@@ -11,7 +11,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from tools.sim import protocol
+from tools.sim_master import protocol
 
 
 class CallError(Exception):

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, Protocol, TypeVar
 
-from tools.sim.records import TaskKey
+from tools.sim_master.records import TaskKey
 
 
 class _Task(Protocol):

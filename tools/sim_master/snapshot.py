@@ -12,10 +12,10 @@ import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tools.sim.records import TaskKey
+from tools.sim_master.records import TaskKey
 
 if TYPE_CHECKING:
-    from tools.sim.cluster import Cluster
+    from tools.sim_master.cluster import Cluster
 
 
 class InvalidQuery(ValueError):

@@ -16,11 +16,11 @@ from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from tools.sim import protocol
-from tools.sim.cluster import REMOVED
+from tools.sim_master import protocol
+from tools.sim_master.cluster import REMOVED
 
 if TYPE_CHECKING:
-    from tools.simulation.world import World
+    from tools.deterministic.world import World
 
 MAX_INSTANCES = 10
 

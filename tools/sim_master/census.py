@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tools.sim import protocol
-from tools.sim.records import TaskKey
-from tools.sim.resources import Resources
+from tools.sim_master import protocol
+from tools.sim_master.records import TaskKey
+from tools.sim_master.resources import Resources
 
 _NOTHING = Resources()
 

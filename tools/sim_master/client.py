@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from tools.sim.recordio import Decoder
+from tools.sim_master.recordio import Decoder
 
 
 def call(

@@ -11,15 +11,15 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
-from tools.sim import protocol
-from tools.sim.census import Census
-from tools.sim.kernel import Kernel
-from tools.sim.records import Agent, Framework, Offer
-from tools.sim.resources import Resources
+from tools.sim_master import protocol
+from tools.sim_master.census import Census
+from tools.sim_master.kernel import Kernel
+from tools.sim_master.records import Agent, Framework, Offer
+from tools.sim_master.resources import Resources
 
 if TYPE_CHECKING:
-    from tools.sim.agents import Fleet
-    from tools.sim.master import Master
+    from tools.sim_master.agents import Fleet
+    from tools.sim_master.master import Master
 
 
 class Allocator:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tools.sim import calls, protocol
-from tools.sim.kernel import Kernel
-from tools.sim.records import (
+from tools.sim_master import calls, protocol
+from tools.sim_master.kernel import Kernel
+from tools.sim_master.records import (
     RECOVERED,
     REGISTERED,
     REMOVED,
@@ -23,12 +23,12 @@ from tools.sim.records import (
     Framework,
     TaskKey,
 )
-from tools.sim.resources import Resources
-from tools.sim.tables import TaskTable
+from tools.sim_master.resources import Resources
+from tools.sim_master.tables import TaskTable
 
 if TYPE_CHECKING:
-    from tools.sim.allocator import Allocator
-    from tools.sim.master import Master
+    from tools.sim_master.allocator import Allocator
+    from tools.sim_master.master import Master
 
 
 class Fleet:

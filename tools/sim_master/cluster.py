@@ -21,16 +21,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from tools.sim.agents import Fleet
-from tools.sim.allocator import Allocator
-from tools.sim.census import Census
-from tools.sim.config import SimConfig
-from tools.sim.effects import CloseStream, Effect, Emit, ListenerDown, ListenerUp, Reply
-from tools.sim.fault_actions import FaultInjector
-from tools.sim.faults import Fault, RuleBook, parse_fault
-from tools.sim.kernel import Kernel
-from tools.sim.master import Master
-from tools.sim.records import (
+from tools.sim_master.agents import Fleet
+from tools.sim_master.allocator import Allocator
+from tools.sim_master.census import Census
+from tools.sim_master.config import SimConfig
+from tools.sim_master.effects import CloseStream, Effect, Emit, ListenerDown, ListenerUp, Reply
+from tools.sim_master.fault_actions import FaultInjector
+from tools.sim_master.faults import Fault, RuleBook, parse_fault
+from tools.sim_master.kernel import Kernel
+from tools.sim_master.master import Master
+from tools.sim_master.records import (
     RECOVERED,
     REGISTERED,
     REMOVED,
@@ -43,7 +43,7 @@ from tools.sim.records import (
     Stream,
     TaskKey,
 )
-from tools.sim.snapshot import StateQuery, snapshot
+from tools.sim_master.snapshot import StateQuery, snapshot
 
 __all__ = [
     "RECOVERED",

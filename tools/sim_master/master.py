@@ -17,10 +17,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tools.sim import calls, protocol
-from tools.sim.effects import CloseStream, Emit, ListenerDown, ListenerUp, Reply
-from tools.sim.kernel import Kernel
-from tools.sim.records import (
+from tools.sim_master import calls, protocol
+from tools.sim_master.effects import CloseStream, Emit, ListenerDown, ListenerUp, Reply
+from tools.sim_master.kernel import Kernel
+from tools.sim_master.records import (
     RECOVERED,
     REGISTERED,
     REMOVED,
@@ -32,12 +32,12 @@ from tools.sim.records import (
     Stream,
     TaskKey,
 )
-from tools.sim.resources import InvalidResources, Resources
-from tools.sim.tables import TaskTable
+from tools.sim_master.resources import InvalidResources, Resources
+from tools.sim_master.tables import TaskTable
 
 if TYPE_CHECKING:
-    from tools.sim.agents import Fleet
-    from tools.sim.allocator import Allocator
+    from tools.sim_master.agents import Fleet
+    from tools.sim_master.allocator import Allocator
 
 # The answer to an explicit reconciliation of a task the master does not know, by the status
 # of the agent the framework names (None: no agent, or one the master never heard of): the

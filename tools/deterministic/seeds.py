@@ -5,7 +5,7 @@
     taskledger simulate --seed 5000 --seeds 10000 --jobs 2
 
 Each seed builds a cluster, a job and a fault schedule from the seed alone and runs them
-(tools/simulation/world.py); the invariants are in tools/simulation/invariants.py. A failing
+(tools/deterministic/world.py); the invariants are in tools/deterministic/invariants.py. A failing
 seed prints the seed, the invariant, the step and the one command that replays it. The same
 seed always writes the same log: its hash is printed for one seed (--seed) and by --json.
 Exit status: 0 if every seed passed, 1 otherwise.
@@ -24,7 +24,7 @@ from dataclasses import fields
 
 import click
 
-from tools.simulation.world import SABOTAGES, Outcome, simulate_seed
+from tools.deterministic.world import SABOTAGES, Outcome, simulate_seed
 
 
 def _run(args: tuple[int, int, str | None, str | None]) -> Outcome:

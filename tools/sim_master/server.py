@@ -29,12 +29,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from tools.sim import calls, recordio
-from tools.sim.cluster import Cluster
-from tools.sim.config import SimConfig
-from tools.sim.effects import CloseStream, Effect, Emit, ListenerDown, ListenerUp, Reply
-from tools.sim.faults import Fault, InvalidFault, parse_fault
-from tools.sim.snapshot import InvalidQuery, StateQuery
+from tools.sim_master import calls, recordio
+from tools.sim_master.cluster import Cluster
+from tools.sim_master.config import SimConfig
+from tools.sim_master.effects import CloseStream, Effect, Emit, ListenerDown, ListenerUp, Reply
+from tools.sim_master.faults import Fault, InvalidFault, parse_fault
+from tools.sim_master.snapshot import InvalidQuery, StateQuery
 
 log = logging.getLogger("taskledger.sim")
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tools.sim import protocol
-from tools.sim.resources import Resources
+from tools.sim_master import protocol
+from tools.sim_master.resources import Resources
 
 # An agent's status as the master records it.
 REGISTERED = "REGISTERED"

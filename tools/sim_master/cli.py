@@ -1,4 +1,4 @@
-"""`taskledger sim` (also `python -m tools.sim`): run the simulated Mesos master until
+"""`taskledger sim` (also `python -m tools.sim_master`): run the simulated Mesos master until
 interrupted (SIGINT or SIGTERM stop it cleanly)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time
 
 import click
 
-from tools.sim.config import SimConfig
-from tools.sim.faults import Fault, describe, parse_fault
+from tools.sim_master.config import SimConfig
+from tools.sim_master.faults import Fault, describe, parse_fault
 
 
 class FaultParam(click.ParamType):
@@ -149,7 +149,7 @@ def sim_command(
 async def _run(
     config: SimConfig, host: str, port: int, time_scale: float, faults: list[Fault]
 ) -> None:
-    from tools.sim.server import SimServer  # aiohttp: only when a master runs
+    from tools.sim_master.server import SimServer  # aiohttp: only when a master runs
 
     server = SimServer(config, host=host, port=port, time_scale=time_scale, faults=faults)
     await server.start()

@@ -15,9 +15,9 @@ import uuid as uuidlib
 from collections.abc import Callable
 from typing import Any
 
-from tools.sim.config import SimConfig
-from tools.sim.effects import Effect
-from tools.sim.faults import RuleBook
+from tools.sim_master.config import SimConfig
+from tools.sim_master.effects import Effect
+from tools.sim_master.faults import RuleBook
 
 
 class Kernel:
