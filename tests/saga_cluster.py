@@ -1,9 +1,10 @@
 """Test helpers for the saga: TaskStatus builders, a small pure fake Mesos master, checks.
 
-The fake master (the real simulated master is tools/sim_master) keeps just what reconciliation needs:
-which tasks it holds in which state on which agent, which agents are registered, unreachable,
-removed by the operator, or not yet re-registered after a master failover, and it answers an
-explicit reconciliation as Mesos's master does (Master::reconcile, silence included).
+The fake master (the real simulated master is tools/sim_master) keeps just what
+reconciliation needs: which tasks it holds in which state on which agent, which agents are
+registered, unreachable, removed by the operator, or not yet re-registered after a master
+failover, and it answers an explicit reconciliation as Mesos's master does
+(Master::reconcile, silence included).
 """
 
 from __future__ import annotations

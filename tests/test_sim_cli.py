@@ -28,9 +28,12 @@ def test_taskledger_sim_help_shows_every_option():
         assert option in result.output, option
 
 
-def test_python_m_tools_sim_is_the_same_command():
+def test_python_m_tools_sim_master_is_the_same_command():
     done = subprocess.run(
-        [sys.executable, "-m", "tools.sim_master", "--help"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "tools.sim_master", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Usage: python -m tools.sim_master [OPTIONS]")

@@ -17,9 +17,9 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from tools.deterministic.seeds import describe_failure, run_seeds, simulate_command
 from tools.deterministic import invariants as inv
 from tools.deterministic.chaos import WEIGHTS
+from tools.deterministic.seeds import describe_failure, run_seeds, simulate_command
 from tools.deterministic.world import simulate_seed
 
 SEEDS = 200

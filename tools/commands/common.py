@@ -29,7 +29,8 @@ from tools.forensics import times
 from tools.forensics.times import clock, iso, when  # noqa: F401  (the commands' formatters)
 from tools.readonly import ReadOnlyLedger
 
-# Where the log is unless --log or TASKLEDGER_LOG says otherwise (relative to where the command runs).
+# Where the log is unless --log or TASKLEDGER_LOG says otherwise (relative to where the command
+# runs).
 DEFAULT_LOG = "var/ledger"
 LOG_ENVVAR = "TASKLEDGER_LOG"
 

@@ -47,13 +47,13 @@ from engine.mesos.driver import PymesosDriver
 from engine.mesos.loop import SchedulerLoop, silent
 from engine.rules import RuleId, issue
 from engine.saga import SagaConfig
-from tools.sim_master import protocol
-from tools.sim_master.cluster import REMOVED, CloseStream, Cluster, Emit, SimConfig
-from tools.sim_master.faults import InvalidFault
 from tools.deterministic import invariants as inv
 from tools.deterministic.chaos import Chaos
 from tools.deterministic.invariants import LogWatcher, Violation
 from tools.deterministic.transport import CallRefused, SteppedSender, VirtualMesos, wire
+from tools.sim_master import protocol
+from tools.sim_master.cluster import REMOVED, CloseStream, Cluster, Emit, SimConfig
+from tools.sim_master.faults import InvalidFault
 
 # Every duration of the saga, and the master's, runs this many times faster than in
 # production (an hour of reconciliation schedule is 6 virtual minutes): steps cost, virtual
