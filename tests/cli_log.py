@@ -15,7 +15,6 @@ The story (times UTC on 2024-05-01), ids as appended:
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -23,7 +22,7 @@ import shutil
 from typing import Any
 
 import msgpack
-import pytest
+from builders import mesos_uuid, task_status
 from click.testing import CliRunner
 from eventsourcing.persistence import StoredEvent
 
@@ -48,40 +47,38 @@ SNAPSHOT_AT = 17
 LAST = 21
 
 
-def status(task: str, state: str, t: float, **more: Any) -> dict[str, Any]:
-    s: dict[str, Any] = {"task_id": {"value": task}, "state": state, "timestamp": t}
-    s.update(more)
-    return s
-
-
-def uuid(n: int) -> str:
-    return base64.b64encode(n.to_bytes(16, "big")).decode()
-
-
 def build(path: str) -> None:
     """Writes the story above into a new log at `path`."""
     with Ledger.open(path, durable=False) as ledger:
         ledger.framework_registered("fw-1", "master-1", time=T0)
         ledger.task_created("web/0", job="web", time=T0 + 1)
         ledger.task_assigned("web/0", agent_id="agent-1", time=T0 + 2)
-        executor = {"source": "SOURCE_EXECUTOR", "agent_id": {"value": "agent-1"}}
+        executor = {"source": "SOURCE_EXECUTOR", "agent": "agent-1"}
         ledger.status_update(
-            status("web/0", "TASK_STARTING", T0 + 3, uuid=uuid(1), **executor), time=T0 + 3
+            task_status("web/0", "TASK_STARTING", timestamp=T0 + 3, uuid=mesos_uuid(1), **executor),
+            time=T0 + 3,
         )
         ledger.status_update(
-            status("web/0", "TASK_RUNNING", T0 + 4, uuid=uuid(2), message=MARKER, **executor),
+            task_status(
+                "web/0",
+                "TASK_RUNNING",
+                timestamp=T0 + 4,
+                uuid=mesos_uuid(2),
+                message=MARKER,
+                **executor,
+            ),
             time=T0 + 4,
         )
         ledger.task_created("web/1", job="web", time=T0 + 5)
         ledger.task_assigned("web/1", agent_id="agent-2", time=T0 + 6)
         ledger.status_update(
-            status(
+            task_status(
                 "web/1",
                 "TASK_RUNNING",
-                T0 + 7,
-                uuid=uuid(3),
+                timestamp=T0 + 7,
+                uuid=mesos_uuid(3),
                 source="SOURCE_EXECUTOR",
-                agent_id={"value": "agent-2"},
+                agent="agent-2",
             ),
             time=T0 + 7,
         )
@@ -100,7 +97,7 @@ def build(path: str) -> None:
         ledger.append([CommandDispatched(t + 1, None, ask)])
         answer = {"source": "SOURCE_MASTER", "reason": "REASON_RECONCILIATION"}
         seen = ledger.status_update(
-            status("rogue/1", "TASK_RUNNING", t + 2, agent_id={"value": "agent-3"}, **answer),
+            task_status("rogue/1", "TASK_RUNNING", timestamp=t + 2, agent="agent-3", **answer),
             time=t + 2,
         )
         assert seen == ROGUE_SEEN
@@ -114,13 +111,13 @@ def build(path: str) -> None:
         assert kill == KILL
         ledger.append([CommandDispatched(t + 4, None, kill)])
         killed = ledger.status_update(
-            status(
+            task_status(
                 "rogue/1",
                 "TASK_KILLED",
-                t + 10,
-                uuid=uuid(4),
+                timestamp=t + 10,
+                uuid=mesos_uuid(4),
                 source="SOURCE_EXECUTOR",
-                agent_id={"value": "agent-3"},
+                agent="agent-3",
             ),
             time=t + 10,
         )
@@ -164,22 +161,13 @@ def build(path: str) -> None:
                 )
             ]
         )
-        ledger.status_update(status("web/0", "TASK_RUNNING", t + 1, **answer), time=t + 1)
-        ledger.status_update(status("web/1", "TASK_UNKNOWN", t + 2, **answer), time=t + 2)
+        ledger.status_update(
+            task_status("web/0", "TASK_RUNNING", timestamp=t + 1, **answer), time=t + 1
+        )
+        ledger.status_update(
+            task_status("web/1", "TASK_UNKNOWN", timestamp=t + 2, **answer), time=t + 2
+        )
         assert ledger.last_id == LAST
-
-
-_built: dict[str, str] = {}
-
-
-def story(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The story's log, built once per test session: tests must only read it. Each test
-    module wraps this in a `story_log` fixture (fixtures are not shared by import)."""
-    if "path" not in _built:
-        path = str(tmp_path_factory.mktemp("story") / "log")
-        build(path)
-        _built["path"] = path
-    return _built["path"]
 
 
 def private_copy(path: str, folder: Any) -> str:
@@ -236,23 +224,23 @@ def build_partition(path: str) -> dict[str, Any]:
             ledger.task_assigned(f"web/{n}/g{n}", agent_id=f"agent-{n % 3}", time=T0 + 2)
         for n in range(JOB_SIZE):
             ledger.status_update(
-                status(
+                task_status(
                     f"web/{n}/g{n}",
                     "TASK_RUNNING",
-                    T0 + 3,
-                    uuid=uuid(100 + n),
-                    agent_id={"value": f"agent-{n % 3}"},
+                    timestamp=T0 + 3,
+                    uuid=mesos_uuid(100 + n),
+                    agent=f"agent-{n % 3}",
                     source="SOURCE_EXECUTOR",
                 ),
                 time=T0 + 3,
             )
         t = PARTITION_AT
         ids["unreachable"] = ledger.status_update(
-            status(
+            task_status(
                 "web/7/g7",
                 "TASK_UNREACHABLE",
-                t,
-                agent_id={"value": "agent-1"},
+                timestamp=t,
+                agent="agent-1",
                 reason="REASON_AGENT_REMOVED",
                 **master,
             ),
@@ -267,22 +255,22 @@ def build_partition(path: str) -> dict[str, Any]:
         ids["replacement"] = replacement
         ledger.task_assigned(replacement, agent_id="agent-2", time=t + 905)
         ledger.status_update(
-            status(
+            task_status(
                 replacement,
                 "TASK_RUNNING",
-                t + 906,
-                uuid=uuid(200),
-                agent_id={"value": "agent-2"},
+                timestamp=t + 906,
+                uuid=mesos_uuid(200),
+                agent="agent-2",
                 source="SOURCE_EXECUTOR",
             ),
             time=t + 906,
         )
         ids["returned"] = ledger.status_update(
-            status(
+            task_status(
                 "web/7/g7",
                 "TASK_RUNNING",
-                t + 950,
-                agent_id={"value": "agent-1"},
+                timestamp=t + 950,
+                agent="agent-1",
                 reason="REASON_AGENT_REREGISTERED",
                 **master,
             ),
@@ -291,12 +279,12 @@ def build_partition(path: str) -> dict[str, Any]:
         ledger.tick(now=t + 951)  # the original is back: KILL
         ledger.dispatch(_send, now=t + 952)
         ids["killed"] = ledger.status_update(
-            status(
+            task_status(
                 "web/7/g7",
                 "TASK_KILLED",
-                t + 960,
-                uuid=uuid(300),
-                agent_id={"value": "agent-1"},
+                timestamp=t + 960,
+                uuid=mesos_uuid(300),
+                agent="agent-1",
                 source="SOURCE_EXECUTOR",
             ),
             time=t + 960,
@@ -304,18 +292,6 @@ def build_partition(path: str) -> dict[str, Any]:
         ledger.tick(now=t + 961)
         ids["last"] = ledger.last_id
     return ids
-
-
-_partition: dict[str, Any] = {}
-
-
-def partition_story(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
-    """The partition story's log (built once per session; tests only read it) and its ids."""
-    if "path" not in _partition:
-        path = str(tmp_path_factory.mktemp("partition") / "log")
-        _partition["ids"] = build_partition(path)
-        _partition["path"] = path
-    return _partition["path"], _partition["ids"]
 
 
 # -- times no calendar has ----------------------------------------------------------------------
@@ -358,4 +334,6 @@ def build_odd_times(path: str) -> None:
                 nan, None, "implicit-1", "implicit", "quiet", 0, 1, 1, 0, 1, nan, {}, {}
             )
         )
-        ledger.status_update(status("odd/3", "TASK_KILLED", 0.0, uuid=uuid(7)), time=0.0)
+        ledger.status_update(
+            task_status("odd/3", "TASK_KILLED", timestamp=0.0, uuid=mesos_uuid(7)), time=0.0
+        )

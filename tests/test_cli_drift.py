@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_log import T0, as_json, partition_story, run, story
+from cli_log import T0, as_json, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_views import histories
@@ -18,16 +18,6 @@ from projections.views import Views
 from tools.commands import drift as drift_command_module
 from tools.commands.common import _finite
 from tools.readonly import ReadOnlyLedger
-
-
-@pytest.fixture(scope="module")
-def story_log(tmp_path_factory):
-    return story(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def partition_log(tmp_path_factory):
-    return partition_story(tmp_path_factory)
 
 
 def test_a_launch_in_flight_is_not_drift(story_log):

@@ -9,14 +9,9 @@ import textwrap
 
 import lmdb
 import pytest
-from cli_log import private_copy, run, story
+from cli_log import private_copy, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def story_log(tmp_path_factory):
-    return story(tmp_path_factory)
 
 
 def one_line_error(result, *needles: str) -> str:

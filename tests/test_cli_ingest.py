@@ -6,19 +6,14 @@ import json
 import time
 
 import pytest
-from cli_log import LAST, SNAPSHOT_AT, private_copy, run, story, uuid
+from builders import mesos_uuid, task_status
+from cli_log import LAST, SNAPSHOT_AT, private_copy, run
 
 from engine.ledger import Ledger
 
 
-@pytest.fixture(scope="module")
-def story_log(tmp_path_factory):
-    return story(tmp_path_factory)
-
-
 def line(task: str, state: str, **more) -> str:
-    status = {"task_id": {"value": task}, "state": state, **more}
-    return json.dumps(status)
+    return json.dumps(task_status(task, state, **more))
 
 
 def test_ingest_a_file_then_read_it_back(tmp_path):
@@ -26,14 +21,14 @@ def test_ingest_a_file_then_read_it_back(tmp_path):
     feed.write_text(
         "\n".join(
             [
-                line("a", "TASK_STAGING", uuid=uuid(1), timestamp=1714532400.5),
-                line("a", "TASK_RUNNING", uuid=uuid(2), agent_id={"value": "agent-9"}),
+                line("a", "TASK_STAGING", uuid=mesos_uuid(1), timestamp=1714532400.5),
+                line("a", "TASK_RUNNING", uuid=mesos_uuid(2), agent_id={"value": "agent-9"}),
                 "",
                 # A v1 scheduler event carrying the status, as the HTTP API streams it.
                 json.dumps(
                     {"type": "UPDATE", "update": {"status": json.loads(line("b", "TASK_LOST"))}}
                 ),
-                line("a", "TASK_RUNNING", uuid=uuid(2)),  # re-sent: a duplicate
+                line("a", "TASK_RUNNING", uuid=mesos_uuid(2)),  # re-sent: a duplicate
             ]
         )
         + "\n"

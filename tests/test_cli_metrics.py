@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-from cli_log import story
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.events import (
@@ -14,11 +12,6 @@ from engine.events import (
 )
 from tools.metrics import Metrics
 from tools.readonly import ReadOnlyLedger
-
-
-@pytest.fixture(scope="module")
-def story_log(tmp_path_factory):
-    return story(tmp_path_factory)
 
 
 def scrape(metrics: Metrics) -> dict[tuple[str, tuple], float]:

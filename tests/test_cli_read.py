@@ -14,13 +14,7 @@ from cli_log import (
     as_json,
     fingerprint,
     run,
-    story,
 )
-
-
-@pytest.fixture(scope="module")
-def story_log(tmp_path_factory):
-    return story(tmp_path_factory)
 
 
 def test_history_lists_every_event_about_the_task_in_order(story_log):

@@ -15,7 +15,8 @@ import subprocess
 import zlib
 
 import pytest
-from cli_log import KILL, PARTITION_AT, T0, partition_story, run, status, story
+from builders import task_status
+from cli_log import KILL, PARTITION_AT, T0, run
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -36,16 +37,6 @@ CHROMIUM_FLAGS = [
 ]
 # Chromium logs page console messages (and uncaught errors) as INFO:CONSOLE lines.
 CONSOLE = re.compile(r":CONSOLE[:(]")
-
-
-@pytest.fixture(scope="module")
-def story_log(tmp_path_factory):
-    return story(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def partition_log(tmp_path_factory):
-    return partition_story(tmp_path_factory)
 
 
 CHARTS = 6  # runs, drift by cell, launches in flight, commands, detection, convergence
@@ -307,12 +298,12 @@ def test_tables_fit_their_boxes(tmp_path, chromium):
     with Ledger.open(path, durable=False) as ledger:
         ledger.task_created("web/0/g0", job="web", instance=0, time=T0)
         ledger.task_assigned("web/0/g0", agent_id=MESOS_AGENT, time=T0 + 1)
-        long = {"agent_id": {"value": MESOS_AGENT}, "source": "SOURCE_AGENT"}
+        long = {"agent": MESOS_AGENT, "source": "SOURCE_AGENT"}
         ledger.status_update(
-            status(
+            task_status(
                 "web/0/g0",
                 "TASK_FAILED",
-                T0 + 2,
+                timestamp=T0 + 2,
                 uuid="u1",
                 reason="REASON_EXECUTOR_TERMINATED",
                 message="Executor terminated: the container exited with status 137 (OOM)",

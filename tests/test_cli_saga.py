@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_log import T0, run, status, uuid
+from builders import mesos_uuid, task_status
+from cli_log import T0, run
 
 from engine.ledger import Ledger
 
 MASTER = {"source": "SOURCE_MASTER", "reason": "REASON_RECONCILIATION"}
-EXECUTOR = {"source": "SOURCE_EXECUTOR", "agent_id": {"value": "agent-3"}}
+EXECUTOR = {"source": "SOURCE_EXECUTOR", "agent": "agent-3"}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def saga_log(tmp_path_factory) -> tuple[str, dict[str, int]]:
         ledger.reconcile("implicit", now=T0 + 100)
         ledger.dispatch(lambda command: None, now=T0 + 100)
         ids["seen"] = ledger.status_update(
-            status("rogue/1", "TASK_RUNNING", T0 + 101, agent_id={"value": "agent-3"}, **MASTER),
+            task_status("rogue/1", "TASK_RUNNING", timestamp=T0 + 101, agent="agent-3", **MASTER),
             time=T0 + 101,
         )
         ledger.tick(now=T0 + 102)
@@ -34,7 +35,10 @@ def saga_log(tmp_path_factory) -> tuple[str, dict[str, int]]:
         ids["kill"] = kill.command_id
         ledger.dispatch(lambda command: None, now=T0 + 103)
         ids["killed"] = ledger.status_update(
-            status("rogue/1", "TASK_KILLED", T0 + 105, uuid=uuid(9), **EXECUTOR), time=T0 + 105
+            task_status(
+                "rogue/1", "TASK_KILLED", timestamp=T0 + 105, uuid=mesos_uuid(9), **EXECUTOR
+            ),
+            time=T0 + 105,
         )
         ledger.tick(now=T0 + 106)
         ledger.tick(now=T0 + 200)

@@ -5,19 +5,13 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-from cli_log import MARKER, private_copy, run, story
+from cli_log import MARKER, private_copy, run
 
 from engine.dedup import update_key
 from engine.ledger import Ledger
 from engine.store import LMDBDatastore
 
 MARKED = 5  # the notification id of the update whose message is MARKER
-
-
-@pytest.fixture(scope="module")
-def story_log(tmp_path_factory):
-    return story(tmp_path_factory)
 
 
 def flip_marker(path: str) -> int:

@@ -8,20 +8,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_log import KILL, ROGUE_SEEN, as_json, partition_story, run, story
+from cli_log import KILL, ROGUE_SEEN, as_json, run
 
 from engine import rules
 from tools.forensics import found_by
-
-
-@pytest.fixture(scope="module")
-def story_log(tmp_path_factory):
-    return story(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def partition_log(tmp_path_factory):
-    return partition_story(tmp_path_factory)
 
 
 def by_kind(doc: dict, kind: str) -> dict:

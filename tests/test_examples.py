@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from cli_log import run, story
+from cli_log import run
 
 from tools.next_steps import next_steps
 
@@ -41,8 +41,7 @@ def test_the_readme_shows_the_example_as_it_is():
     assert f"```python\n{code}```\n" in readme
 
 
-def test_the_next_steps_name_the_logs_own_tasks(tmp_path_factory):
-    log = story(tmp_path_factory)
-    steps = next_steps(log)
-    assert any(s.startswith(f"taskledger why rogue/1 --log {log} ") for s in steps), steps
+def test_the_next_steps_name_the_logs_own_tasks(story_log):
+    steps = next_steps(story_log)
+    assert any(s.startswith(f"taskledger why rogue/1 --log {story_log} ") for s in steps), steps
     assert all("--log" in s and "  # " in s for s in steps)

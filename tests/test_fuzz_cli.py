@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 import pytest
-from cli_log import private_copy, story
+from cli_log import private_copy
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -51,8 +51,8 @@ COMMANDS = _commands()
 
 
 @pytest.fixture(scope="module")
-def log(tmp_path_factory) -> str:
-    return private_copy(story(tmp_path_factory), tmp_path_factory.mktemp("fuzz-cli"))
+def log(story_log, tmp_path_factory) -> str:
+    return private_copy(story_log, tmp_path_factory.mktemp("fuzz-cli"))
 
 
 def event_hash(path: str) -> str:
