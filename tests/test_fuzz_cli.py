@@ -13,15 +13,14 @@ import contextlib
 import hashlib
 import json
 import os
-from typing import Any
 
 import pytest
 from cli_log import private_copy
 from click.testing import CliRunner
+from fuzz_support import event_hash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.store import LMDBDatastore
 from tools.cli import cli
 
 FUZZ = settings(
@@ -53,21 +52,6 @@ COMMANDS = _commands()
 @pytest.fixture(scope="module")
 def log(story_log, tmp_path_factory) -> str:
     return private_copy(story_log, tmp_path_factory.mktemp("fuzz-cli"))
-
-
-def event_hash(path: str) -> str:
-    store = LMDBDatastore.open(path)
-    try:
-
-        def read(txn: Any) -> str:
-            digest = hashlib.sha256()
-            for key, value in txn.cursor(db=store.dbs["notifications"]):
-                digest.update(key + value)
-            return digest.hexdigest()
-
-        return store.read(read)
-    finally:
-        store.close()
 
 
 def _token(log: str) -> st.SearchStrategy[str]:

@@ -11,14 +11,14 @@ replay. In every case, the log's events do not change.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
 import msgpack
 import pytest
+from builders import task_status
 from click.testing import CliRunner
-from fuzz_support import msgpack_values
+from fuzz_support import event_hash, msgpack_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,14 +36,15 @@ FUZZ = settings(
 
 
 def _status(task: str, state: str, n: int) -> dict[str, Any]:
-    return {
-        "task_id": {"value": task},
-        "state": state,
-        "agent_id": {"value": f"agent-{n % 3}"},
-        "timestamp": 1_700_000_000.0 + n,
-        "uuid": f"u{n}",
-        "source": "SOURCE_EXECUTOR",
-    }
+    """The n-th executor update of the log below."""
+    return task_status(
+        task,
+        state,
+        agent=f"agent-{n % 3}",
+        uuid=f"u{n}",
+        timestamp=1_700_000_000.0 + n,
+        source="SOURCE_EXECUTOR",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +66,6 @@ def log(tmp_path_factory) -> str:
         ledger.status_update(_status("web/3", "TASK_FAILED", 999))
         ledger.tick(now=1_700_000_200.0)
     return path
-
-
-def event_hash(path: str) -> str:
-    """A hash of every record of the notifications database (the events as stored)."""
-    store = LMDBDatastore.open(path)
-    try:
-
-        def read(txn: Any) -> str:
-            digest = hashlib.sha256()
-            for key, value in txn.cursor(db=store.dbs["notifications"]):
-                digest.update(key + value)
-            return digest.hexdigest()
-
-        return store.read(read)
-    finally:
-        store.close()
 
 
 def replay_digest(ledger: Ledger) -> str:

@@ -7,7 +7,6 @@ permitted), partly taken by a filler file that is deleted to make room again.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from builders import mesos_uuid, task_status
 from click.testing import CliRunner
 from eventsourcing.persistence import OperationalError
 
@@ -32,14 +32,14 @@ FREE = 1536 << 10  # what the filler leaves free on the tmpfs
 
 
 def _status(n: int, size: int = 300) -> dict[str, Any]:
-    return {
-        "task_id": {"value": f"job/{n}"},
-        "state": "TASK_RUNNING",
-        "agent_id": {"value": f"agent-{n % 7}"},
-        "timestamp": 1_700_000_000.0 + n,
-        "uuid": base64.b64encode(n.to_bytes(16, "big")).decode(),
-        "message": "m" * size,
-    }
+    """The n-th update of a filler: its own task, a message of `size` bytes."""
+    return task_status(
+        f"job/{n}",
+        agent=f"agent-{n % 7}",
+        uuid=mesos_uuid(n),
+        timestamp=1_700_000_000.0 + n,
+        message="m" * size,
+    )
 
 
 def fill(ledger: Ledger, batch: int = 1) -> tuple[list[int], Exception]:
