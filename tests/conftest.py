@@ -1,10 +1,12 @@
-"""The fixtures many test modules share: the command-line tests' logs and the servers.
+"""The fixtures many test modules share: the command-line tests' logs, Chromium, the servers.
 
 ``story_log`` and ``partition_log`` are the two logs of tests/cli_log.py (a short run; a
 partition the real saga handled). They are session-scoped, so one build serves every module
 that reads them, because no test writes to them: every test that writes to or damages a log
 takes a ``private_copy`` first, and each fixture checks at the end of the session that its
 log's data file and folder are exactly as built (a test that wrote to one fails there).
+
+``chromium`` is Debian's headless Chromium (tests/headless.py), looked for once a session.
 
 ``postgres`` and ``zookeeper`` are session-wide PostgreSQL and ZooKeeper servers
 (tests/servers.py), started on first use: a session that runs no such test starts neither. A
@@ -19,6 +21,7 @@ from contextlib import contextmanager
 
 import pytest
 from cli_log import build, build_partition, fingerprint
+from headless import find_chromium
 from servers import PostgresServer, ServerError, ZooKeeperServer
 
 
@@ -45,6 +48,12 @@ def partition_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     ids = build_partition(path)
     with _unchanged(path):
         yield path, ids
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The headless Chromium binary (tests/headless.py), installed on first use if missing."""
+    return find_chromium()
 
 
 def _serve(server: PostgresServer | ZooKeeperServer) -> Iterator:

@@ -3,10 +3,11 @@ Mesos), and a job of running tasks written with the Ledger API."""
 
 from __future__ import annotations
 
-import base64
 import itertools
 from dataclasses import replace
 from typing import Any
+
+from builders import mesos_uuid, task_status
 
 from engine.ledger import Ledger
 from engine.mesos.core import JobSpec
@@ -14,10 +15,6 @@ from tools.operator.handle import Facts
 
 T0 = 1714532400.0  # 2024-05-01T03:00:00Z
 _UUIDS = itertools.count(1)  # every update a new uuid, whichever Job wrote it
-
-
-def uuid(n: int) -> str:
-    return base64.b64encode(n.to_bytes(16, "big")).decode()
 
 
 class LedgerScheduler:
@@ -67,14 +64,14 @@ class Job:
         self.ledger, self.name = ledger, name
 
     def update(self, task: str, state: str, t: float, agent: str = "agent-1") -> Any:
-        status = {
-            "task_id": {"value": task},
-            "state": state,
-            "agent_id": {"value": agent},
-            "source": "SOURCE_EXECUTOR",
-            "timestamp": t,
-            "uuid": uuid(next(_UUIDS)),
-        }
+        status = task_status(
+            task,
+            state,
+            agent=agent,
+            uuid=mesos_uuid(next(_UUIDS)),
+            source="SOURCE_EXECUTOR",
+            timestamp=t,
+        )
         return self.ledger.status_update(status, time=t)
 
     def start(self, task: str, instance: int, t: float, agent: str = "agent-1") -> str:

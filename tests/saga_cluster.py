@@ -1,4 +1,4 @@
-"""Test helpers for the saga: TaskStatus builders, a small pure fake Mesos master, checks.
+"""Test helpers for the saga: a TaskStatus builder, a small pure fake Mesos master, checks.
 
 The fake master (the real simulated master is tools/sim_master) keeps just what
 reconciliation needs: which tasks it holds in which state on which agent, which agents are
@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from builders import task_status
 
 from engine.events import (
     CommandConfirmed,
@@ -39,14 +41,11 @@ def status(
 ) -> dict[str, Any]:
     """A TaskStatus dict as pymesos delivers it: an agent/executor update (with a fresh uuid)
     or, with answer=True, the master's reconciliation answer (no uuid)."""
-    d: dict[str, Any] = {"task_id": {"value": task}, "state": state}
-    if agent is not None:
-        d["agent_id"] = {"value": agent}
     if answer:
-        d |= {"source": "SOURCE_MASTER", "reason": "REASON_RECONCILIATION"}
-    else:
-        d |= {"source": source, "uuid": f"u{next(_uuids)}"}
-    return d
+        return task_status(
+            task, state, agent=agent, source="SOURCE_MASTER", reason="REASON_RECONCILIATION"
+        )
+    return task_status(task, state, agent=agent, source=source, uuid=f"u{next(_uuids)}")
 
 
 @dataclass

@@ -14,6 +14,7 @@ import uuid as _uuid
 import lmdb
 import msgpack
 import pytest
+from builders import status_event
 from cli_log import run
 from eventsourcing.persistence import StoredEvent
 from hypothesis import HealthCheck, given, settings
@@ -30,7 +31,8 @@ T0 = 1_714_532_400.0  # 2024-05-01T03:00:00Z
 
 
 def _update(n: int, t: float) -> StatusUpdateReceived:
-    return StatusUpdateReceived(t, None, f"web/{n}", "TASK_RUNNING", timestamp=t)
+    """The update of task web/n at t (its timestamp t too)."""
+    return status_event(f"web/{n}", "TASK_RUNNING", time=t, timestamp=t)
 
 
 def _drop_time_index(path: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 from cli_log import T0, as_json, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_views import histories
+from view_histories import histories
 
 from engine.drift_table import Cell, FoundBy, Holds
 from engine.ledger import Ledger

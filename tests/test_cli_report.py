@@ -7,66 +7,20 @@ Needs Debian's `chromium` package; the set-up installs it (apt-get) when it is m
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import struct
-import subprocess
 import zlib
 
-import pytest
 from builders import task_status
 from cli_log import KILL, PARTITION_AT, T0, run
+from headless import browse, console_lines
 from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.ledger import Ledger
 from tools.report.html import anchor
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-logging=stderr",
-    "--v=0",
-]
-# Chromium logs page console messages (and uncaught errors) as INFO:CONSOLE lines.
-CONSOLE = re.compile(r":CONSOLE[:(]")
-
-
 CHARTS = 6  # runs, drift by cell, launches in flight, commands, detection, convergence
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium"], env=env, check=False, timeout=900
-        )
-        found = shutil.which("chromium")
-    if found is None:
-        pytest.fail("Debian's chromium package is needed (apt-get install -y chromium)")
-    return found
-
-
-def browse(chromium: str, url: str, profile: str, *mode: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *mode, url],
-        capture_output=True,
-        timeout=120,
-    )
-
-
-def console_lines(stderr: bytes) -> list[str]:
-    return [line for line in stderr.decode(errors="replace").splitlines() if CONSOLE.search(line)]
 
 
 def png_pixels(data: bytes) -> set[tuple[int, int, int]]:

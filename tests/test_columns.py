@@ -8,8 +8,9 @@ from array import array
 from dataclasses import astuple
 
 import pytest
+from builders import status_event
 from hypothesis import given, settings
-from test_views import histories, run, status
+from view_histories import histories, run
 
 from engine.dedup import LastUuids
 from engine.events import TaskAssigned, TaskCreated
@@ -98,8 +99,8 @@ def _fleet() -> Views:
     return run(
         TaskCreated(0.0, None, "t1", "job", 0),
         TaskAssigned(0.0, None, "t1", "a1"),
-        status("t1", "TASK_RUNNING", agent_id="a1"),
-        status("ghost", "TASK_RUNNING", agent_id="a2"),
+        status_event("t1", "TASK_RUNNING", agent_id="a1"),
+        status_event("ghost", "TASK_RUNNING", agent_id="a2"),
     )
 
 
@@ -139,7 +140,7 @@ def test_views_share_one_index_and_each_view_lists_only_its_tasks():
 def test_standalone_views_equal_the_ones_inside_views():
     history = [
         (1, TaskCreated(1.0, None, "t1", "job", 0)),
-        (2, status("ghost", "TASK_RUNNING")._replace(time=2.0)),
+        (2, status_event("ghost", "TASK_RUNNING")._replace(time=2.0)),
     ]
     views = Views.rebuild(history)
     alone = sv.rebuild(history)
@@ -159,7 +160,7 @@ def test_a_deep_copy_is_independent():
     copied = copy.deepcopy(views)
     assert copied == views and copied.index is not views.index
     assert copied.mesos.index is copied.index and copied.drift.index is copied.index
-    copied.apply(5, status("t1", "TASK_FINISHED")._replace(time=5.0))
+    copied.apply(5, status_event("t1", "TASK_FINISHED")._replace(time=5.0))
     assert views.mesos.get("t1") == "TASK_RUNNING" and copied.mesos.get("t1") == "TASK_FINISHED"
     assert copied != views
 
@@ -168,7 +169,7 @@ def test_many_tasks_grow_every_column_together():
     views = Views()
     for t in range(5000):
         views.apply(2 * t + 1, TaskCreated(1.0, None, f"t{t}", "j", t))
-        views.apply(2 * t + 2, status(f"m{t}", "TASK_STAGING"))
+        views.apply(2 * t + 2, status_event(f"m{t}", "TASK_STAGING"))
     assert len(views.index) == 10_000
     assert views.scheduler.record("t4999").instance == 4999
     assert views.mesos.get("m4999") == "TASK_STAGING" and views.scheduler.get("m4999") is None
@@ -199,9 +200,9 @@ def test_dedup_memory_keeps_every_uuid_exactly():
 
 def test_ledger_state_round_trips_the_dedup_memory_through_a_snapshot():
     state = LedgerState()
-    state.apply(1, status("t1", "TASK_RUNNING", uuid=CANONICAL))
-    state.apply(2, status("t2", "TASK_RUNNING", uuid="not base64 of 16 bytes"))
-    state.apply(3, status("t3", "TASK_RUNNING"))
+    state.apply(1, status_event("t1", "TASK_RUNNING", uuid=CANONICAL))
+    state.apply(2, status_event("t2", "TASK_RUNNING", uuid="not base64 of 16 bytes"))
+    state.apply(3, status_event("t3", "TASK_RUNNING"))
     _, _, parts = snapshots.decode(snapshots.encode(3, 0.0, state.parts()))
     loaded = LedgerState.from_parts(parts)
     assert dict(loaded.last_uuid) == {"t1": CANONICAL, "t2": "not base64 of 16 bytes"}

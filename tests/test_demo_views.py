@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from builders import status_event
 from rich.console import Console
 
 from engine.events import StatusUpdateReceived, TaskCreated
@@ -10,23 +11,8 @@ from tools.demo import show_views
 
 
 def _status(task: str, state: str) -> StatusUpdateReceived:
-    return StatusUpdateReceived(
-        1.0,
-        None,
-        task,
-        state,
-        "agent-1",
-        None,
-        "SOURCE_EXECUTOR",
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        False,
-        {},
-    )
+    """An executor's update from agent-1."""
+    return status_event(task, state, time=1.0, agent_id="agent-1", source="SOURCE_EXECUTOR")
 
 
 def test_the_views_and_the_drift_count_are_shown():

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from builders import task_status
 from cli_log import run
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -26,17 +27,13 @@ T0 = 1_714_532_400.0  # 2024-05-01T03:00:00Z
 NOW = time.time()
 
 
-def _status(task: str = "web/0", **more: Any) -> dict[str, Any]:
-    return {"task_id": {"value": task}, "state": "TASK_RUNNING", **more}
-
-
 @pytest.fixture
 def ledger(tmp_path):
     with Ledger.open(tmp_path / "log", durable=False) as led:
         led.framework_registered("fw", "master", time=T0)
         led.task_created("web/0", job="web", time=T0 + 1)
         led.task_assigned("web/0", agent_id="agent-1", time=T0 + 2)
-        led.status_update(_status(uuid="u1", timestamp=T0 + 3), time=T0 + 3)
+        led.status_update(task_status("web/0", uuid="u1", timestamp=T0 + 3), time=T0 + 3)
         yield led
 
 
@@ -62,7 +59,7 @@ CALLS = [
     ("time", lambda led, t: led.task_created("web/9", job="web", time=t)),
     ("time", lambda led, t: led.task_assigned("web/0", agent_id="agent-2", time=t)),
     ("time", lambda led, t: led.kill_requested("web/0", time=t)),
-    ("time", lambda led, t: led.status_update(_status(uuid="u2"), time=t)),
+    ("time", lambda led, t: led.status_update(task_status("web/0", uuid="u2"), time=t)),
     ("time", lambda led, t: led.framework_registered("fw", "m", time=t)),
     ("time", lambda led, t: led.framework_reregistered("fw", "m", time=t)),
     ("time", lambda led, t: led.framework_disconnected("m", time=t)),
@@ -151,7 +148,7 @@ def test_any_good_time_decides_without_error_in_any_order(tmp_path_factory, nows
 )
 def test_an_implausible_timestamp_is_refused_by_name(ledger, timestamp, needles):
     with Unchanged(ledger), pytest.raises(MalformedStatus) as info:
-        ledger.status_update(_status(uuid="u9", timestamp=timestamp))
+        ledger.status_update(task_status("web/0", uuid="u9", timestamp=timestamp))
     message = str(info.value)
     assert info.value.field == "timestamp" and "'timestamp'" in message, message
     for needle in needles:
@@ -162,13 +159,15 @@ def test_an_implausible_timestamp_is_refused_by_name(ledger, timestamp, needles)
 
 def test_a_timestamp_up_to_a_day_ahead_of_its_receipt_is_kept(ledger):
     at = NOW + 1000.0  # the later of the event's time and the machine's clock counts
-    nid = ledger.status_update(_status(uuid="ok", timestamp=at + 86_000.0), time=at)
+    nid = ledger.status_update(task_status("web/0", uuid="ok", timestamp=at + 86_000.0), time=at)
     assert ledger.event_at(nid).timestamp == at + 86_000.0
     with Unchanged(ledger), pytest.raises(MalformedStatus, match="at most a day after"):
-        ledger.status_update(_status(uuid="late", timestamp=at + 86_500.0), time=at)
+        ledger.status_update(task_status("web/0", uuid="late", timestamp=at + 86_500.0), time=at)
     # A virtual clock far behind the machine's (the simulation's) does not make a real
     # timestamp implausible: the machine's clock is the bound then.
-    assert ledger.status_update(_status(uuid="virtual", timestamp=NOW - 5.0), time=12.5)
+    assert ledger.status_update(
+        task_status("web/0", uuid="virtual", timestamp=NOW - 5.0), time=12.5
+    )
 
 
 # -- values ---------------------------------------------------------------------------------
@@ -183,7 +182,7 @@ def _nested(depth: int, leaf: Any, kinds: list[str]) -> Any:
 
 def test_data_nested_2000_deep_is_a_malformed_status(ledger):
     with Unchanged(ledger), pytest.raises(MalformedStatus) as info:
-        ledger.status_update(_status(uuid="deep", data=_nested(2000, 1, ["list"])))
+        ledger.status_update(task_status("web/0", uuid="deep", data=_nested(2000, 1, ["list"])))
     message = str(info.value)
     assert info.value.field == "data" and "nested too deeply" in message
     assert len(message) < 400 and "[[[[" in message  # shown bounded
@@ -206,7 +205,7 @@ json_leaves = st.none() | st.booleans() | st.integers() | st.floats() | st.text(
 def test_any_nesting_is_recorded_or_a_malformed_status(tmp_path_factory, depth, kinds, leaf, field):
     path = tmp_path_factory.mktemp("nesting") / "log"
     with Ledger.open(path, durable=False) as led:
-        status = _status(uuid="n1")
+        status = task_status("web/0", uuid="n1")
         value = _nested(depth, leaf, kinds)
         status[field] = {"value": value} if field == "task_id" else value
         try:
@@ -227,16 +226,18 @@ def test_a_value_nested_past_what_the_log_reads_back_is_refused(tmp_path):
     (the event's array and its `extra` count)."""
     path = tmp_path / "log"
     with Ledger.open(path, durable=False) as led:
-        assert led.status_update(_status(uuid="a", data=_nested(1022, 0, ["list"]))) == 1
+        assert (
+            led.status_update(task_status("web/0", uuid="a", data=_nested(1022, 0, ["list"]))) == 1
+        )
         with Unchanged(led), pytest.raises(MalformedStatus, match="1024 levels at most"):
-            led.status_update(_status(uuid="b", data=_nested(1023, 0, ["list"])))
+            led.status_update(task_status("web/0", uuid="b", data=_nested(1023, 0, ["list"])))
     with Ledger.open(path, durable=False) as again:
         assert again.last_id == 1
 
 
 def test_an_unknown_state_is_one_sentence_with_the_nearest_state(ledger):
     with Unchanged(ledger), pytest.raises(MalformedStatus) as info:
-        ledger.status_update(_status(state="RUNNING"))
+        ledger.status_update(task_status("web/0", "RUNNING"))
     assert str(info.value) == (
         "TaskStatus field 'state' is not a Mesos task state, got 'RUNNING'; "
         "did you mean 'TASK_RUNNING'?"
@@ -244,9 +245,9 @@ def test_an_unknown_state_is_one_sentence_with_the_nearest_state(ledger):
     assert isinstance(info.value, UnknownTaskState) and info.value.value == "RUNNING"
     for typo, nearest in [("task_finished", "TASK_FINISHED"), ("TASK_RUNING", "TASK_RUNNING")]:
         with pytest.raises(MalformedStatus, match=f"did you mean '{nearest}'"):
-            ledger.status_update(_status(state=typo))
+            ledger.status_update(task_status("web/0", typo))
     with pytest.raises(MalformedStatus) as info:
-        ledger.status_update(_status(state="TASK_BOGUS"))
+        ledger.status_update(task_status("web/0", "TASK_BOGUS"))
     assert str(info.value) == "TaskStatus field 'state' is not a Mesos task state, got 'TASK_BOGUS'"
 
 
@@ -290,7 +291,7 @@ def test_a_log_with_a_repeated_creation_still_opens_and_reads_the_same(tmp_path)
     path = tmp_path / "log"
     with Ledger.open(path, durable=False) as led:
         led.task_created("a", job="j", time=T0)
-        led.status_update(_status("a", uuid="u1"), time=T0 + 1)
+        led.status_update(task_status("a", uuid="u1"), time=T0 + 1)
         led.append([TaskCreated(T0 + 2, None, "a", "j", 0)])
         state, digest = led.scheduler_view.get("a"), led.digest()
     with Ledger.open(path, durable=False) as again:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from builders import status_event
 from hypothesis import given, settings
-from test_views import histories, run, status
+from view_histories import histories, run
 
 from engine import drift_table as dv
 from engine.drift_table import TABLE, Cell, FoundBy, Holds
@@ -73,15 +74,21 @@ def test_row_and_column_maps_cover_every_state():
 
 created = TaskCreated(0.0, None, "t1", "job", 0)
 assigned = TaskAssigned(0.0, None, "t1", "a1")
-running = status("t1", "TASK_RUNNING", agent_id="a1")
-unknown_answer = status(
+running = status_event("t1", "TASK_RUNNING", agent_id="a1")
+unknown_answer = status_event(
     "t1", "TASK_UNKNOWN", source="SOURCE_MASTER", reason="REASON_RECONCILIATION"
 )
 
 CELL_SCENARIOS = {
     ("non-terminal", "non-terminal"): [created, assigned, running],
     # Scheduler believes LOST; the agent came back and Mesos says RUNNING.
-    ("non-terminal", "terminal"): [created, assigned, running, status("t1", "TASK_LOST"), running],
+    ("non-terminal", "terminal"): [
+        created,
+        assigned,
+        running,
+        status_event("t1", "TASK_LOST"),
+        running,
+    ],
     # A task the scheduler never created (or only has PENDING) runs on the cluster.
     ("non-terminal", "absent"): [running],
     # PARTITIONED -> KILLED is not a legal scheduler transition: the scheduler stays put.
@@ -89,11 +96,11 @@ CELL_SCENARIOS = {
         created,
         assigned,
         running,
-        status("t1", "TASK_UNREACHABLE"),
-        status("t1", "TASK_KILLED"),
+        status_event("t1", "TASK_UNREACHABLE"),
+        status_event("t1", "TASK_KILLED"),
     ],
-    ("terminal", "terminal"): [created, assigned, running, status("t1", "TASK_FINISHED")],
-    ("terminal", "absent"): [status("t1", "TASK_FINISHED")],
+    ("terminal", "terminal"): [created, assigned, running, status_event("t1", "TASK_FINISHED")],
+    ("terminal", "absent"): [status_event("t1", "TASK_FINISHED")],
     # Launched, but Mesos has said nothing yet (a lost launch looks exactly like this).
     ("absent", "non-terminal"): [created, assigned],
     # Finished, acknowledged, forgotten by the master.
@@ -101,7 +108,7 @@ CELL_SCENARIOS = {
         created,
         assigned,
         running,
-        status("t1", "TASK_FINISHED"),
+        status_event("t1", "TASK_FINISHED"),
         unknown_answer,
     ],
     ("absent", "absent"): [created],
@@ -144,7 +151,7 @@ def test_since_stays_while_in_the_cell_and_resets_on_a_new_cell():
     # ASSIGNED at 2, a noop at 3, KILLING at 4: the same cell (absent/non-terminal) all along.
     (only,) = views.drift.drift()
     assert only.since == 2 and only.scheduler_state == "KILLING"
-    views = run(created, assigned, running, unknown_answer, status("t1", "TASK_KILLED"))
+    views = run(created, assigned, running, unknown_answer, status_event("t1", "TASK_KILLED"))
     (only,) = views.drift.drift()
     assert only.cell == Cell(Holds.TERMINAL, Holds.NON_TERMINAL) and only.since == 5
 

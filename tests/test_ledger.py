@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import base64
+import functools
 import os
 import subprocess
 import sys
 import threading
 
 import pytest
+from builders import task_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_views import histories
+from view_histories import histories
 
 from engine.ledger import Ledger, LedgerLocked
 from engine.task_status import MalformedStatus
 from projections.views import Views
 
-
-def status(task: str, state: str, *, uuid: bytes | None = None, **more) -> dict:
-    s = {"task_id": {"value": task}, "state": state, "agent_id": {"value": "agent-1"}}
-    if uuid is not None:
-        s["uuid"] = base64.b64encode(uuid).decode()
-    s.update(more)
-    return s
+# Every update here comes from agent-1; a uuid is given as its 16 raw bytes.
+status = functools.partial(task_status, agent="agent-1")
 
 
 def test_the_design_card_example(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from expected_tables import EXPECTED_MAPPING, EXPECTED_TERMINAL
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,33 +21,6 @@ from engine.mesos_states import (
     parse_state,
 )
 
-# The reference tables (reconciliation.md), written out independently of the module.
-EXPECTED_MAPPING = {
-    "TASK_STAGING": "STARTING",
-    "TASK_STARTING": "STARTING",
-    "TASK_RUNNING": "RUNNING",
-    "TASK_FINISHED": "FINISHED",
-    "TASK_FAILED": "FAILED",
-    "TASK_KILLING": "KILLED",
-    "TASK_KILLED": "KILLED",
-    "TASK_LOST": "LOST",
-    "TASK_ERROR": "LOST",
-    "TASK_DROPPED": "LOST",
-    "TASK_GONE": "LOST",
-    "TASK_GONE_BY_OPERATOR": "LOST",
-    "TASK_UNREACHABLE": "PARTITIONED",
-    "TASK_UNKNOWN": "PARTITIONED",
-}
-EXPECTED_TERMINAL = {
-    "TASK_FINISHED",
-    "TASK_FAILED",
-    "TASK_KILLED",
-    "TASK_ERROR",
-    "TASK_LOST",
-    "TASK_DROPPED",
-    "TASK_GONE",
-    "TASK_GONE_BY_OPERATOR",
-}
 REFERENCE_REASONS = {
     "REASON_RECONCILIATION",
     "REASON_AGENT_DISCONNECTED",

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 
 import pytest
 from cli_log import run
+from headless import browse, console_lines
 from sim_session import inject, state, wait_until
-from test_cli_report import browse, console_lines
-from test_cli_report import chromium as chromium  # noqa: F401  (a fixture)
 
 from tools.operator.client import Client
 from tools.sim_master.cluster import SimConfig

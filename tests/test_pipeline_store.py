@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from builders import mesos_uuid, task_status
 from eventsourcing.persistence import StoredEvent
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -126,16 +127,8 @@ def test_the_commit_thread_commits_submissions_from_many_threads(tmp_path):
 
 # -- the Ledger's submit_status_update -----------------------------------------------------------
 def _status(task: str, uuid: str | None, state: str = "TASK_RUNNING") -> dict:
-    status = {"task_id": {"value": task}, "state": state, "agent_id": {"value": "a1"}}
-    if uuid is not None:
-        status["uuid"] = uuid
-    return status
-
-
-def _uuid(n: int) -> str:
-    import base64
-
-    return base64.b64encode(n.to_bytes(16, "big")).decode()
+    """An update from agent a1."""
+    return task_status(task, state, agent="a1", uuid=uuid)
 
 
 @pytest.fixture
@@ -146,22 +139,22 @@ def ledger(tmp_path):
 
 def test_a_redelivery_of_an_update_in_flight_is_answered_only_once_it_is_durable(ledger):
     told = Told()
-    ledger.submit_status_update(_status("t", _uuid(1)), done=told.done(0))
-    ledger.submit_status_update(_status("t", _uuid(1)), done=told.done(1))
+    ledger.submit_status_update(_status("t", mesos_uuid(1)), done=told.done(0))
+    ledger.submit_status_update(_status("t", mesos_uuid(1)), done=told.done(1))
     assert told.calls == []  # neither is durable yet: neither may be acknowledged
     ledger.flush()
     assert [(n, ids) for n, ids, _ in told.calls] == [(0, 1), (1, None)]
     # Once it is the task's latest, a re-delivery is answered at once.
-    ledger.submit_status_update(_status("t", _uuid(1)), done=told.done(2))
+    ledger.submit_status_update(_status("t", mesos_uuid(1)), done=told.done(2))
     assert told.calls[-1] == (2, None, None)
 
 
 def test_a_waiting_status_update_of_one_in_flight_waits_for_it(ledger):
     told = Told()
-    ledger.submit_status_update(_status("t", _uuid(1)), done=told.done(0))
+    ledger.submit_status_update(_status("t", mesos_uuid(1)), done=told.done(0))
     returned: list[object] = []
     waiter = threading.Thread(
-        target=lambda: returned.append(ledger.status_update(_status("t", _uuid(1))))
+        target=lambda: returned.append(ledger.status_update(_status("t", mesos_uuid(1))))
     )
     waiter.start()
     waiter.join(0.2)
@@ -173,10 +166,10 @@ def test_a_waiting_status_update_of_one_in_flight_waits_for_it(ledger):
 
 def test_an_older_update_delivered_again_is_a_duplicate_at_commit(ledger):
     told = Told()
-    ledger.submit_status_update(_status("t", _uuid(1), "TASK_STARTING"), done=told.done(0))
-    ledger.submit_status_update(_status("t", _uuid(2)), done=told.done(1))
+    ledger.submit_status_update(_status("t", mesos_uuid(1), "TASK_STARTING"), done=told.done(0))
+    ledger.submit_status_update(_status("t", mesos_uuid(2)), done=told.done(1))
     ledger.flush()
-    ledger.submit_status_update(_status("t", _uuid(1), "TASK_STARTING"), done=told.done(2))
+    ledger.submit_status_update(_status("t", mesos_uuid(1), "TASK_STARTING"), done=told.done(2))
     ledger.flush()
     assert [(n, nid, error) for n, nid, error in told.calls] == [
         (0, 1, None),
@@ -220,7 +213,7 @@ def test_any_interleaving_records_each_update_once_in_arrival_order(tmp_path_fac
         for i, (kind, task_no, uuid_no) in enumerate(steps):
             task = f"t{task_no}"
             if kind in ("update", "answer"):
-                uuid = _uuid(task_no * 10 + uuid_no) if kind == "update" else None
+                uuid = mesos_uuid(task_no * 10 + uuid_no) if kind == "update" else None
                 if uuid is None or (task, uuid) not in seen:
                     expected.append((task, uuid))
                 if uuid is not None:
@@ -262,7 +255,7 @@ def test_a_write_in_the_same_commit_as_updates_does_not_fail_them_with_an_observ
 
     ledger.observer = Counting()
     told = Told()
-    ledger.submit_status_update(_status("t", _uuid(1)), done=told.done(0))
+    ledger.submit_status_update(_status("t", mesos_uuid(1)), done=told.done(0))
     ledger.snapshot()  # a waiting writer: it commits the submission with its own write
     assert told.calls == [(0, 1, None)]
     assert Counting.events == 1

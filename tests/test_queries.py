@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from builders import status_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_views import histories, run, status
+from view_histories import histories, run
 
 from engine.drift_table import Cell, Holds
 from engine.events import TaskAssigned, TaskCreated
@@ -27,10 +28,10 @@ def fleet() -> Views:
         TaskAssigned(0.0, None, "t1", "a1"),
         TaskAssigned(0.0, None, "t2", "a2"),
         TaskAssigned(0.0, None, "t4", "a1"),
-        status("t1", "TASK_RUNNING", agent_id="a1"),
-        status("t4", "TASK_RUNNING", agent_id="a1"),
-        status("t4", "TASK_FINISHED", agent_id="a1"),
-        status("ghost", "TASK_RUNNING", agent_id="a2"),
+        status_event("t1", "TASK_RUNNING", agent_id="a1"),
+        status_event("t4", "TASK_RUNNING", agent_id="a1"),
+        status_event("t4", "TASK_FINISHED", agent_id="a1"),
+        status_event("ghost", "TASK_RUNNING", agent_id="a2"),
     )
 
 

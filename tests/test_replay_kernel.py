@@ -20,7 +20,7 @@ from eventsourcing.persistence import StoredEvent
 from fuzz_support import msgpack_values
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_views import TASK_IDS, any_event, histories, scheduler_facts, statuses
+from view_histories import TASK_IDS, any_event, histories, scheduler_facts, statuses
 
 from engine import replay as replay_module
 from engine.codec import frame

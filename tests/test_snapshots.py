@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_views import histories
+from view_histories import histories
 
 from engine.ledger import Ledger
 from engine.store import DamagedRecord

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import msgpack
+from builders import status_event
+from expected_tables import EXPECTED_MAPPING
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from test_mesos_states import EXPECTED_MAPPING
+from view_histories import TASK_IDS, histories, number, run
 
 from engine.events import (
     FrameworkDisconnected,
@@ -20,76 +21,10 @@ from engine.events import (
     TaskCreated,
 )
 from engine.lifecycle import SideEffect, transition
-from engine.mesos_states import TaskState
 from engine.wire import from_wire, to_wire, topic_of
 from projections import mesos_view as mv
 from projections import scheduler_view as sv
 from projections.views import Views
-
-# --- random histories (also used by test_drift and test_queries) -------------------------------
-
-TASK_IDS = ["t1", "t2", "t3", "t4"]
-task_ids = st.sampled_from(TASK_IDS)
-agents = st.sampled_from(["a1", "a2"])
-mesos_states = st.sampled_from([s.value for s in TaskState])
-no_extra = st.just({})
-
-statuses = st.builds(
-    StatusUpdateReceived,
-    st.just(0.0),
-    st.none(),
-    task_ids,
-    mesos_states,
-    st.none() | agents,
-    st.none(),
-    st.sampled_from(["SOURCE_MASTER", "SOURCE_AGENT", "SOURCE_EXECUTOR"]),
-    st.sampled_from(["REASON_RECONCILIATION", "REASON_AGENT_REMOVED"]) | st.none(),
-    st.none(),
-    st.none() | st.floats(0, 2e9),
-    st.none() | st.just("AAECAwQFBgcICQoLDA0ODw=="),
-    st.none(),
-    st.none(),
-    st.booleans(),
-    no_extra,
-)
-scheduler_facts = st.one_of(
-    st.builds(
-        TaskCreated,
-        st.just(0.0),
-        st.none(),
-        task_ids,
-        st.sampled_from(["j1", "j2"]),
-        st.integers(0, 3),
-        no_extra,
-    ),
-    st.builds(TaskAssigned, st.just(0.0), st.none(), task_ids, agents, no_extra),
-    st.builds(KillRequested, st.just(0.0), st.none(), task_ids, no_extra),
-)
-framework_facts = st.one_of(
-    st.builds(FrameworkRegistered, st.just(0.0), st.none(), st.just("fw"), st.just("m1"), no_extra),
-    st.builds(
-        FrameworkReregistered, st.just(0.0), st.none(), st.just("fw"), st.just("m2"), no_extra
-    ),
-    st.builds(FrameworkDisconnected, st.just(0.0), st.none(), st.none() | st.just("m1"), no_extra),
-)
-# Status updates twice as likely: they are most of a real log.
-any_event = st.one_of(scheduler_facts, statuses, statuses, framework_facts)
-
-
-def _number(events: list[Any]) -> list[tuple[int, Any]]:
-    return [(nid, e._replace(time=float(nid))) for nid, e in enumerate(events, start=1)]
-
-
-histories = st.lists(any_event, max_size=60).map(_number)
-
-
-def status(task_id: str, state: str, **fields: Any) -> StatusUpdateReceived:
-    return StatusUpdateReceived(0.0, None, task_id, state, **fields)
-
-
-def run(*events: Any) -> Views:
-    return Views.rebuild(_number(list(events)))
-
 
 # --- scheduler view scenarios -----------------------------------------------------------------
 
@@ -98,9 +33,9 @@ def test_happy_path():
     views = run(
         TaskCreated(0.0, None, "t1", "job", 0),
         TaskAssigned(0.0, None, "t1", "a1"),
-        status("t1", "TASK_STAGING", agent_id="a1"),
-        status("t1", "TASK_RUNNING", agent_id="a1"),
-        status("t1", "TASK_FINISHED", agent_id="a1"),
+        status_event("t1", "TASK_STAGING", agent_id="a1"),
+        status_event("t1", "TASK_RUNNING", agent_id="a1"),
+        status_event("t1", "TASK_FINISHED", agent_id="a1"),
     )
     task = views.scheduler.record("t1")
     assert views.scheduler.get("t1") == "FINISHED"
@@ -114,8 +49,8 @@ def test_illegal_report_is_recorded_not_applied():
     views = run(
         TaskCreated(0.0, None, "t1", "job", 0),
         TaskAssigned(0.0, None, "t1", "a1"),
-        status("t1", "TASK_FAILED"),
-        status("t1", "TASK_RUNNING"),
+        status_event("t1", "TASK_FAILED"),
+        status_event("t1", "TASK_RUNNING"),
     )
     assert views.scheduler.get("t1") == "FAILED"
     assert views.scheduler.record("t1").nid == 3
@@ -127,7 +62,7 @@ def test_illegal_report_is_recorded_not_applied():
 
 
 def test_unknown_task_reported_running_stays_unknown_to_the_scheduler():
-    views = run(status("ghost", "TASK_RUNNING", agent_id="a2"))
+    views = run(status_event("ghost", "TASK_RUNNING", agent_id="a2"))
     assert views.scheduler.get("ghost") is None and views.scheduler.record("ghost") is None
     assert (
         views.scheduler.illegal["ghost"].classification == "illegal: unknown task reported RUNNING"
@@ -139,8 +74,8 @@ def test_noop_is_not_an_illegal_report():
     views = run(
         TaskCreated(0.0, None, "t1", "job", 0),
         TaskAssigned(0.0, None, "t1", "a1"),
-        status("t1", "TASK_RUNNING"),
-        status("t1", "TASK_RUNNING"),
+        status_event("t1", "TASK_RUNNING"),
+        status_event("t1", "TASK_RUNNING"),
     )
     assert views.scheduler.illegal == {} and views.scheduler.record("t1").nid == 3
 
@@ -156,7 +91,7 @@ def test_failures_are_counted_and_effects_recorded():
     views = run(
         TaskCreated(0.0, None, "t1", "job", 0),
         TaskAssigned(0.0, None, "t1", "a1"),
-        status("t1", "TASK_FAILED"),
+        status_event("t1", "TASK_FAILED"),
     )
     task = views.scheduler.record("t1")
     assert task.failures == 1
@@ -171,7 +106,7 @@ def test_task_killing_maps_to_killed():
     views = run(
         TaskCreated(0.0, None, "t1", "job", 0),
         TaskAssigned(0.0, None, "t1", "a1"),
-        status("t1", "TASK_KILLING"),
+        status_event("t1", "TASK_KILLING"),
     )
     assert views.scheduler.get("t1") == "KILLED" and views.mesos.get("t1") == "TASK_KILLING"
 
@@ -180,10 +115,10 @@ def test_partitioned_while_killing_is_lost_without_reschedule():
     views = run(
         TaskCreated(0.0, None, "t1", "job", 0),
         TaskAssigned(0.0, None, "t1", "a1"),
-        status("t1", "TASK_RUNNING"),
+        status_event("t1", "TASK_RUNNING"),
         KillRequested(0.0, None, "t1"),
-        status("t1", "TASK_UNREACHABLE"),
-        status("t1", "TASK_LOST"),
+        status_event("t1", "TASK_UNREACHABLE"),
+        status_event("t1", "TASK_LOST"),
     )
     task = views.scheduler.record("t1")
     assert task.state == "LOST" and task.previous == "PARTITIONED"
@@ -196,8 +131,8 @@ def test_partitioned_while_killing_is_lost_without_reschedule():
 def test_reconciliation_answer_is_the_latest_state():
     answer = dict(source="SOURCE_MASTER", reason="REASON_RECONCILIATION")
     views = run(
-        status("t1", "TASK_RUNNING", agent_id="a1", source="SOURCE_EXECUTOR", uuid="u"),
-        status("t1", "TASK_LOST", is_reconciliation_answer=True, **answer),
+        status_event("t1", "TASK_RUNNING", agent_id="a1", source="SOURCE_EXECUTOR", uuid="u"),
+        status_event("t1", "TASK_LOST", is_reconciliation_answer=True, **answer),
     )
     task = views.mesos.record("t1")
     assert task.state == "TASK_LOST" and task.is_reconciliation_answer
@@ -207,19 +142,19 @@ def test_reconciliation_answer_is_the_latest_state():
 
 def test_task_unknown_is_recorded_but_not_held():
     views = run(
-        status("t1", "TASK_RUNNING", agent_id="a1"),
-        status("t1", "TASK_UNKNOWN", source="SOURCE_MASTER", reason="REASON_RECONCILIATION"),
+        status_event("t1", "TASK_RUNNING", agent_id="a1"),
+        status_event("t1", "TASK_UNKNOWN", source="SOURCE_MASTER", reason="REASON_RECONCILIATION"),
     )
     assert views.mesos.get("t1") == "TASK_UNKNOWN"
     assert not views.mesos.holds("t1")
     assert not views.mesos.holds("never-seen")
-    assert run(status("t1", "TASK_RUNNING")).mesos.holds("t1")
+    assert run(status_event("t1", "TASK_RUNNING")).mesos.holds("t1")
 
 
 def test_late_alive_update_after_a_final_state_is_stale():
     views = run(
-        status("t1", "TASK_FINISHED", source="SOURCE_MASTER", reason="REASON_RECONCILIATION"),
-        status("t1", "TASK_RUNNING", source="SOURCE_EXECUTOR", uuid="u1"),
+        status_event("t1", "TASK_FINISHED", source="SOURCE_MASTER", reason="REASON_RECONCILIATION"),
+        status_event("t1", "TASK_RUNNING", source="SOURCE_EXECUTOR", uuid="u1"),
     )
     task = views.mesos.record("t1")
     assert task.state == "TASK_FINISHED" and task.nid == 1
@@ -228,8 +163,8 @@ def test_late_alive_update_after_a_final_state_is_stale():
 
 def test_lost_task_can_come_back():
     views = run(
-        status("t1", "TASK_LOST", reason="REASON_AGENT_REMOVED"),
-        status("t1", "TASK_RUNNING", reason="REASON_AGENT_REREGISTERED"),
+        status_event("t1", "TASK_LOST", reason="REASON_AGENT_REMOVED"),
+        status_event("t1", "TASK_RUNNING", reason="REASON_AGENT_REREGISTERED"),
     )
     assert views.mesos.get("t1") == "TASK_RUNNING" and views.mesos.record("t1").stale == 0
 
@@ -307,7 +242,7 @@ _SCHEDULER_TARGET = {
     KillRequested: lambda e: "KILLING",
     TaskCreated: lambda e: "PENDING",
 }
-# The reference's mapping (reconciliation.md), kept once in test_mesos_states.
+# The mapping as Aurora documents it, written once in tests/expected_tables.py.
 _MESOS_TO_SCHEDULER = EXPECTED_MAPPING
 _FINAL = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_DROPPED", "TASK_GONE"}
 _ALIVE = {"TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_UNREACHABLE"}
@@ -316,7 +251,7 @@ _ALIVE = {"TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK
 @settings(max_examples=300)
 @given(histories)
 # Always cover the stale rule: a final state, then a late "alive" update.
-@example(_number([status("t4", "TASK_FINISHED"), status("t4", "TASK_STAGING")]))
+@example(number([status_event("t4", "TASK_FINISHED"), status_event("t4", "TASK_STAGING")]))
 def test_views_agree_with_a_direct_model(history):
     """A per-task fold written from the reference tables, not from the views' code."""
     views = Views.rebuild(history)
