@@ -95,7 +95,7 @@ def as_rows() -> list[tuple[str, str, str]]:
 
 
 def describe() -> str:
-    """The table as Markdown, in the layout of reconciliation.md."""
+    """The table as Markdown: a row for each Mesos holding, a column for each scheduler one."""
     columns = list(Holds)
     lines = [
         "| Mesos \\ scheduler | " + " | ".join(columns) + " |",

@@ -14,7 +14,8 @@ from engine.drift_table import TABLE, Cell, FoundBy, Holds
 from engine.events import KillRequested, TaskAssigned, TaskCreated
 from projections.views import Views
 
-# reconciliation.md, rows = Mesos, columns = scheduler; written out independently.
+# The reconciliation table, rows = Mesos, columns = scheduler; written out independently of
+# engine/drift_table.py.
 REFERENCE = {
     ("non-terminal", "non-terminal"): "consistent",
     ("non-terminal", "terminal"): "implicit",
