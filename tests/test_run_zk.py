@@ -22,8 +22,8 @@ from e2e_support import running_on_cluster
 from kazoo.client import KazooClient
 
 from tools.mesos_master import leader
-from tools.sim.cluster import SimConfig
-from tools.sim.server import BackgroundSim
+from tools.sim_master.cluster import SimConfig
+from tools.sim_master.server import BackgroundSim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("TASKLEDGER_")}
