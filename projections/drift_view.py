@@ -21,7 +21,6 @@ from engine.drift_table import (
     Cell,
     FoundBy,
     H,
-    Holds,
 )
 from engine.events import (
     KillRequested,
@@ -66,18 +65,6 @@ class Drift(NamedTuple):
     since: int  # notification id at which the task entered this cell
     scheduler_state: str | None
     mesos_state: str | None
-
-
-def mesos_row(mesos: MesosView, task_id: str) -> Holds:
-    """The row of the table the Mesos view puts `task_id` in."""
-    state = mesos.get(task_id)
-    return H.ABSENT if state is None else MESOS_ROW[state]
-
-
-def scheduler_column(scheduler: SchedulerView, task_id: str) -> Holds:
-    """The column of the table the scheduler view puts `task_id` in."""
-    task = scheduler.record(task_id)
-    return H.ABSENT if task is None else SCHEDULER_COLUMN[task.state]
 
 
 # The columns (in snapshots by these names) and their array typecodes.

@@ -66,11 +66,6 @@ def resolve_task(ledger: ReadOnlyLedger, upto: int, task: str) -> Resolved:
     )
 
 
-def task_index(ledger: ReadOnlyLedger, upto: int, task: str) -> forensic_index.LogIndex:
-    """The index of one task's events up to `upto`; CommandError if none mentions it."""
-    return resolve_task(ledger, upto, task).index
-
-
 def row_json(row: HistoryRow) -> dict:
     data = row._asdict()
     data["time_iso"] = iso(row.time)

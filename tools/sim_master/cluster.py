@@ -185,10 +185,6 @@ class Cluster:
         return self.master.id
 
     @property
-    def master_epoch(self) -> int:
-        return self.master.epoch
-
-    @property
     def frameworks(self) -> dict[str, Framework]:
         return self.master.frameworks
 
