@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from builders import status_event
+from expected_tables import EXPECTED_TERMINAL
 from hypothesis import given, settings
 from view_histories import histories, run
 
@@ -27,16 +28,7 @@ REFERENCE = {
     ("absent", "terminal"): "consistent",
     ("absent", "absent"): "consistent",
 }
-MESOS_TERMINAL = {
-    "TASK_FINISHED",
-    "TASK_FAILED",
-    "TASK_KILLED",
-    "TASK_ERROR",
-    "TASK_LOST",
-    "TASK_DROPPED",
-    "TASK_GONE",
-    "TASK_GONE_BY_OPERATOR",
-}
+MESOS_TERMINAL = EXPECTED_TERMINAL
 SCHEDULER_LIVE = {
     "ASSIGNED",
     "STARTING",
