@@ -28,12 +28,22 @@ process (its own connection, eventsourcing's LISTEN/NOTIFY subscription, polling
 engine.postgres_log's does) notes when it sees each. Reported: from each event's commit
 (PostgreSQL's commit timestamp, the same clock on one machine) to the follower seeing
 it, and from the append call to that.
+
+Then failover (``--failover-rounds``, 0: skip; ``--only-failover``: nothing else): three
+`taskledger run` replicas (tools/ha_cluster.py) against the simulated master, PostgreSQL
+the log of record, a ZooKeeper with tickTime ``--tick-ms`` and sessions of ``--session``
+seconds. Each round SIGKILLs the leader, then SIGTERMs the next one (each restarted as a
+follower once replaced). Reported, from the signal: the new leader's LeaderElected (its
+own clock: one machine), its SUBSCRIBE seen by the master (polled every 5 ms), and its
+first command dispatched (the reconciliation it starts once subscribed).
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -51,7 +61,7 @@ from psycopg import sql
 
 from benchmarks.common import Result, print_table, status_updates, timed, write_json
 from engine.postgres_log import FencedApplicationRecorder, PollingSubscription
-from tests.servers import PostgresServer
+from tests.servers import PostgresServer, ZooKeeperServer
 
 BATCH = 100
 THREADS = 16
@@ -355,6 +365,121 @@ def _interleaved(
     return list(totals.values())
 
 
+def _failover_round(group, log, master: str, how: signal.Signals, epoch: int, leader: str):
+    """One failover: signals the leader; returns the new LeaderElected and the timings."""
+    from engine.events import CommandDispatched, LeaderElected
+    from tools.ha_cluster import converged, streams, wait
+
+    before = streams(master)
+    proc = group.procs[leader]
+    signalled = time.time()
+    proc.send_signal(how)
+
+    def recorded() -> bool:
+        lead = log.recorder.recorded_epoch()
+        return lead is not None and lead.epoch > epoch
+
+    wait(recorded, 60, "a new epoch", every=0.002)
+    wait(lambda: streams(master) - before, 60, "the new leader's subscription", every=0.005)
+    subscribed = time.time()
+    found: list = []
+
+    def dispatched() -> bool:
+        written = log.written()
+        at = next(
+            (i for i, (_, e) in enumerate(written) if type(e) is LeaderElected and e.epoch > epoch),
+            None,
+        )
+        if at is None:
+            return False
+        first = next((e for _, e in written[at:] if type(e) is CommandDispatched), None)
+        if first is None:
+            return False
+        found[:] = [written[at][1], first]
+        return True
+
+    wait(dispatched, 60, "the new leader's first dispatch", every=0.02)
+    elected, first = found
+    proc.wait(30)
+    group.start(leader)  # as its supervisor would: a follower now
+    wait(lambda: converged(master, FAILOVER_INSTANCES), 60, "convergence", every=0.05)
+    return elected, {
+        "elected_s": elected.time - signalled,
+        "subscribed_s": subscribed - signalled,
+        "dispatching_s": first.time - signalled,
+    }
+
+
+FAILOVER_INSTANCES = 4
+FAILOVER_SCALE = 20.0
+
+
+def bench_failover(server: PostgresServer, rounds: int, tick_ms: int, session: float) -> dict:
+    import tempfile
+
+    from engine.log_address import LogAddress
+    from tools.ha_cluster import LogOfRecord, Replicas, converged, leader_after, wait
+    from tools.sim.cluster import SimConfig
+    from tools.sim.server import BackgroundSim
+
+    zookeeper = ZooKeeperServer()
+    zookeeper.tick_ms = tick_ms
+    zookeeper.start()
+    folder = tempfile.mkdtemp(prefix="tl-failover-")
+    timings: dict[str, list[dict]] = {"SIGKILL": [], "SIGTERM": []}
+    try:
+        config = SimConfig(agents=3, seed=5, wire_time_scale=FAILOVER_SCALE)
+        with (
+            BackgroundSim(config, time_scale=FAILOVER_SCALE) as sim,
+            server.fresh_schema() as schema,
+        ):
+            address = LogAddress(server.user, "127.0.0.1", server.port, server.dbname, schema)
+            group = Replicas(
+                sim.address,
+                address,
+                server.password,
+                zookeeper.hosts,
+                folder,
+                session_timeout=session,
+                options=(
+                    *("--instances", str(FAILOVER_INSTANCES)),
+                    *("--time-scale", str(FAILOVER_SCALE), "--api", "off"),
+                    *("--heartbeat", str(15.0 / FAILOVER_SCALE)),
+                ),
+            )
+            log = LogOfRecord(address, server.password)
+            try:
+                for name in ("a", "b", "c"):
+                    group.start(name)
+                elected = leader_after(log, 0, timeout=60)
+                wait(lambda: converged(sim.address, FAILOVER_INSTANCES), 60, "convergence")
+                for _ in range(rounds):
+                    for how in (signal.SIGKILL, signal.SIGTERM):
+                        elected, timing = _failover_round(
+                            group, log, sim.address, how, elected.epoch, elected.replica
+                        )
+                        timings[how.name].append(timing)
+                        print(
+                            f"  {how.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in timing.items())
+                        )
+            finally:
+                group.stop()
+                log.close()
+    finally:
+        zookeeper.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    summary: dict = {"tick_ms": tick_ms, "session_s": session, "rounds": rounds}
+    for how, rows in timings.items():
+        for key in ("elected_s", "subscribed_s", "dispatching_s"):
+            values = sorted(r[key] for r in rows)
+            summary[f"{how}_{key}"] = {
+                "median": values[len(values) // 2],
+                "max": values[-1],
+                "all": values,
+            }
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=50_000, help="events for batched paths")
@@ -363,7 +488,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag-rate", type=float, default=1000.0)
     parser.add_argument("--lag-seconds", type=float, default=5.0)
     parser.add_argument("--json", dest="json_out")
+    parser.add_argument("--failover-rounds", type=int, default=5, help="0: no failover")
+    parser.add_argument("--tick-ms", type=int, default=500, help="ZooKeeper's tickTime")
+    parser.add_argument("--session", type=float, default=1.0, help="session timeout (s)")
+    parser.add_argument("--only-failover", action="store_true")
     args = parser.parse_args(argv)
+    if args.only_failover:
+        server = PostgresServer(durable=True).start()
+        try:
+            failover = bench_failover(server, args.failover_rounds, args.tick_ms, args.session)
+        finally:
+            server.stop()
+        _print_failover(failover)
+        write_json(args.json_out, "ha", [], {"failover": failover})
+        return 0
 
     events = _events(args.events, tasks=max(1, args.events // 10))
     single = events[: args.single]
@@ -377,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
                 lag = bench_lag(bench, args.lag_rate, args.lag_seconds)
             finally:
                 bench.close()
+        failover = None
+        if args.failover_rounds:
+            failover = bench_failover(server, args.failover_rounds, args.tick_ms, args.session)
     finally:
         server.stop()
 
@@ -417,13 +558,28 @@ def main(argv: list[str] | None = None) -> int:
         f" from call p50 {lag['lag_from_call_ms']['p50']:.2f} ms, "
         f"p99 {lag['lag_from_call_ms']['p99']:.2f} ms"
     )
+    if failover is not None:
+        _print_failover(failover)
     write_json(
         args.json_out,
         "ha",
         results,
-        {"targets": targets, "follower_lag": lag},
+        {"targets": targets, "follower_lag": lag, "failover": failover},
     )
     return 0
+
+
+def _print_failover(failover: dict) -> None:
+    print(
+        f"\nfailover (tickTime {failover['tick_ms']} ms, session {failover['session_s']:g} s, "
+        f"{failover['rounds']} rounds), seconds from the signal, median / max:"
+    )
+    for how in ("SIGKILL", "SIGTERM"):
+        parts = []
+        for key in ("elected_s", "subscribed_s", "dispatching_s"):
+            t = failover[f"{how}_{key}"]
+            parts.append(f"{key[:-2]} {t['median']:.3f} / {t['max']:.3f}")
+        print(f"  {how}: " + ", ".join(parts))
 
 
 if __name__ == "__main__":

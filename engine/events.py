@@ -365,6 +365,20 @@ class ClockStepped(NamedTuple):
         return self.time - self.previous - self.elapsed
 
 
+@kind
+class LeaderElected(NamedTuple):
+    """A replica won the election (engine/election.py) and leads the replicated log from
+    here on: every later event up to the next LeaderElected was written at `epoch` by
+    `replica` (a replicated `taskledger run`, engine/replication.py). It is the new leader's
+    first event, appended once it has caught up with the log and before it calls Mesos."""
+
+    time: float
+    causation: int | None
+    epoch: int
+    replica: str
+    extra: Mapping[str, Any] = EMPTY
+
+
 # --- operator actions (tools/operator: the running scheduler's API and `taskledger ctl`) ------
 # Each names the operator and why. Resuming dispatch after the breaker tripped is
 # DispatchResumed, above. The effect of an order follows it as the ordinary events (a
@@ -455,6 +469,7 @@ EVENT_KINDS: tuple[type, ...] = (
     ReconciliationOrdered,
     JobScaled,
     DryRunSet,
+    LeaderElected,
 )
 
 KINDS: dict[str, type] = {kind.topic: kind for kind in EVENT_KINDS}

@@ -56,8 +56,10 @@ from engine.events import (
 )
 from engine.ledger_state import (  # noqa: F401  (re-exported: the Ledger's public names)
     LEDGER_STREAM,
+    STREAM_WIRE,
     LedgerState,
     SnapshotInfo,
+    decode_records,
     state_digest,
 )
 from engine.log_reader import LogReader, snapshot_key
@@ -446,6 +448,25 @@ class Ledger(LogReader):
         # per answer of a 100k-task reconciliation would cost more than the answers.
         self._store.submit(
             self._stored(events),
+            done=done,
+            context=events,
+            unique_keys=unique_keys,
+            enforce_unique=enforce,
+        )
+
+    def submit_replicated(self, stored: Sequence[StoredEvent], *, done: AppendDone) -> None:
+        """Queues events another replica wrote, exactly as it stored them (topic and state
+        bytes), for the next group commit: a follower's copy of a replicated log
+        (engine/replication.py). They are decoded here (``UnreadableEvent`` if one cannot
+        be, and nothing is queued) for the views, and their agent updates' keys recorded,
+        as ``submit`` does; positions are this log's own, in the order of the calls."""
+        records = [(0, [STREAM_WIRE, s.originator_version, s.topic, s.state]) for s in stored]
+        events = [event for _, event in decode_records(records)]
+        if len(events) != len(stored):
+            raise ValueError("a replicated event is not one of the Ledger's stream")
+        unique_keys, enforce = _keys_of(events, ())
+        self._store.submit(
+            [StoredEvent(LEDGER_STREAM, None, s.topic, s.state) for s in stored],
             done=done,
             context=events,
             unique_keys=unique_keys,

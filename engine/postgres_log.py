@@ -61,6 +61,7 @@ lock and the hook where the fence runs.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,6 +91,8 @@ from eventsourcing.utils import Environment, EnvType, retry
 from psycopg.sql import SQL, Identifier, Literal
 
 from engine.group_commit import GroupCommit, Request
+
+_log = logging.getLogger("taskledger.postgres_log")
 
 EPOCHS_TABLE = "taskledger_epochs"
 FENCE_FUNCTION = "taskledger_fence"
@@ -203,6 +206,21 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
         self._idle_statement = SQL(
             "SELECT set_config('idle_in_transaction_session_timeout', %s, true)"
         )
+        self._tables_statement = SQL(
+            "SELECT to_regclass({events}) AS events, to_regclass({epochs}) AS epochs"
+        ).format(
+            events=Literal(f'"{self.datastore.schema}"."{self.events_table_name}"'),
+            epochs=Literal(f'"{self.datastore.schema}"."{EPOCHS_TABLE}"'),
+        )
+        self._lock_timeout_statement = SQL("SELECT set_config('lock_timeout', %s, true)")
+        # Appends hold the epoch row FOR SHARE (ROW SHARE on the table) from the fence to
+        # their COMMIT: a session that holds it still when a take-over gave up waiting is a
+        # stalled append of an older leader.
+        self._end_stalled_statement = SQL(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'relation' "
+            "AND relation = (quote_ident({schema}) || '.' || quote_ident({table}))::regclass "
+            "AND mode = 'RowShareLock' AND granted AND pid <> pg_backend_pid()"
+        ).format(schema=Literal(self.datastore.schema), table=Literal(EPOCHS_TABLE))
         self._take_over_statement = SQL(
             "INSERT INTO {epochs} AS e (log, epoch, replica) VALUES (%s, %s, %s) "
             "ON CONFLICT (log) DO UPDATE SET epoch = EXCLUDED.epoch, "
@@ -212,11 +230,31 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
         self._recorded_statement = SQL("SELECT epoch, replica FROM {epochs} WHERE log = %s").format(
             epochs=epochs
         )
+        self._position_statement = SQL(
+            "SELECT notification_id FROM {schema}.{table} WHERE originator_id = %s "
+            "AND originator_version = %s"
+        ).format(schema=schema, table=table)
         self._select_written_statement = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state, epoch, "
             "replica FROM {schema}.{table} WHERE notification_id >= %s "
             "AND notification_id <= %s ORDER BY notification_id LIMIT %s"
         ).format(schema=schema, table=table)
+
+    @_retried
+    def tables_exist(self) -> bool:
+        """Whether this log's tables are there already (read without taking any lock)."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._tables_statement)
+            row = curs.fetchone()
+        return row is not None and row["events"] is not None and row["epochs"] is not None
+
+    def create_table_if_missing(self) -> None:
+        """``create_table`` unless the tables exist. A replica starting while a stopped
+        leader holds the events table's lock would wait behind it in ``create_table``
+        (CREATE ... IF NOT EXISTS locks the table even when it changes nothing), and never
+        campaign to replace it."""
+        if not self.tables_exist():
+            self.create_table()
 
     def create_table(self) -> None:
         try:
@@ -231,7 +269,8 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
     def take_over(self, epoch: int, replica: str) -> None:
         """Records ``epoch`` as the log's, led by ``replica`` (in a transaction of its own),
         and makes this recorder's appends carry it. Appends in flight under an older epoch
-        finish first; every append after this returns sees the new epoch.
+        finish first (one stalled longer than the idle timeout has its session ended);
+        every append after this returns sees the new epoch.
 
         Raises ``Fenced`` if a newer epoch (or this one, by another replica) is recorded.
         Taking over again at the recorded epoch and replica changes nothing.
@@ -240,10 +279,16 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
             raise ValueError(f"an epoch is an int >= 1, got {epoch!r}")
         if not replica:
             raise ValueError("a replica needs a name")
-        with self.datastore.transaction(commit=True) as curs:
-            self._bound_idle(curs)
-            curs.execute(self._take_over_statement, (self.events_table_name, epoch, replica))
-            advanced = curs.fetchone() is not None
+        try:
+            with self.datastore.transaction(commit=True) as curs:
+                self._bound_idle(curs)
+                curs.execute(self._lock_timeout_statement, (self._millis(self.idle_timeout),))
+                curs.execute(self._take_over_statement, (self.events_table_name, epoch, replica))
+                advanced = curs.fetchone() is not None
+        except OperationalError as e:
+            if isinstance(e.__cause__, psycopg.errors.LockNotAvailable):
+                self._end_stalled_appends()
+            raise  # tried again (_retried)
         if not advanced:
             recorded = self.recorded_epoch()
             if recorded != Lead(epoch, replica):
@@ -257,6 +302,26 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
                     holder=recorded.replica,
                 )
         self.lead = Lead(epoch, replica)
+
+    def _end_stalled_appends(self) -> None:
+        """Ends the sessions whose appends hold the epoch row longer than the idle timeout
+        allows: the server ends a client that goes quiet between two statements of its
+        transaction, but not one stopped in the middle of a pipeline (its statements sent,
+        their Sync not yet), and a stopped deposed leader may be just there."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._end_stalled_statement)
+            ended = [row["pid"] for row in curs.fetchall()]
+        if ended:
+            _log.warning(
+                "log %s: ended %d stalled append session(s) holding the epoch: pids %s",
+                self.events_table_name,
+                len(ended),
+                ended,
+            )
+
+    @staticmethod
+    def _millis(seconds: float) -> str:
+        return f"{max(1, round(seconds * 1000))}ms"
 
     def step_down(self) -> None:
         """Stops appending: later appends raise ``NoEpoch`` (a standby's state)."""
@@ -354,8 +419,7 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
         than ``idle_timeout``: a leader stopped (SIGSTOP, a pause) between its insert and
         its COMMIT holds the table lock and the epoch row's share lock, and would block
         the next leader's take-over, and every append, for as long as it stays stopped."""
-        timeout = f"{max(1, round(self.idle_timeout * 1000))}ms"
-        curs.execute(self._idle_statement, (timeout,), prepare=True)
+        curs.execute(self._idle_statement, (self._millis(self.idle_timeout),), prepare=True)
 
     def _fence_error(self, error: ProgrammingError, lead: Lead) -> PersistenceError:
         """``Fenced`` or ``EpochNotRecorded`` for the fence's refusal; other errors as is."""
@@ -387,6 +451,15 @@ class FencedApplicationRecorder(PostgresApplicationRecorder):
         self, gt: int | None = None, topics: Sequence[str] = ()
     ) -> Subscription[ApplicationRecorder]:
         return PollingSubscription(self, gt=gt, topics=topics)
+
+    @_retried
+    def position_of(self, originator_id: Any, version: int) -> int | None:
+        """The notification id of the event ``version`` of ``originator_id`` (None if
+        there is none): where a follower that applied up to it resumes a subscription."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._position_statement, (originator_id, version), prepare=True)
+            row = curs.fetchone()
+        return None if row is None else row["notification_id"]
 
     @_retried
     def select_written(

@@ -348,6 +348,13 @@ class LMDBDatastore:
         # ``result`` holds the notification ids, ``context`` what the appender passed).
         # It must not raise: the batch is already durable.
         self.after_commit: Callable[[list[_Request]], None] | None = None
+        # Called by the committing leader inside the batch's write transaction, after its
+        # requests ran and before the commit, with the requests that added notifications
+        # (their ``result`` holds the ids): a replicated log writes them to its log of
+        # record here (engine/replication.py), so that this log holds nothing the other
+        # does not. If it raises a PersistenceError, nothing of the batch is written and
+        # every request of it fails with that error.
+        self.before_commit: Callable[[list[_Request]], None] | None = None
         # Counters for tests and benchmarks: how well group commit batches.
         self.commits = 0
         self.record_packer = msgpack.Packer(use_bin_type=True)  # used by the leader only
@@ -705,6 +712,9 @@ class LMDBDatastore:
             except lmdb.Error as e:
                 _fail_all(requests, _translate_write_error(self.path, e))
                 return
+            except PersistenceError as e:  # before_commit refused the batch
+                _fail_all(requests, e)
+                return
             except BaseException as e:
                 _fail_all(requests, e)
                 raise
@@ -758,6 +768,8 @@ class LMDBDatastore:
             elif not self._run_merged(txn, batch, requests):
                 txn.abort()
                 return None  # a request failed: run again, isolated
+            if self.before_commit is not None and batch.touched_notifications:
+                self.before_commit([r for r in requests if r.error is None and r.events])
             txn.commit()
         except BaseException:
             txn.abort()

@@ -121,6 +121,7 @@ event_strategies |= {
     "DispatchResumed": st.builds(ev.DispatchResumed, times, causations, ids, ids, extras),
     "SagaReacted": st.builds(ev.SagaReacted, times, causations, nids, extras),
     "TaskMarkedLost": st.builds(ev.TaskMarkedLost, times, causations, ids, ids, nids, extras),
+    "LeaderElected": st.builds(ev.LeaderElected, times, causations, nids, ids, extras),
 }
 # The operator's orders (tools/operator).
 event_strategies |= {

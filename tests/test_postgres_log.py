@@ -187,6 +187,27 @@ def test_take_over_waits_for_an_append_in_flight(replicas: Replicas) -> None:
     assert [(n.originator_id, n.epoch) for n in new.select_written()] == [("in-flight", 1)]
 
 
+def test_take_over_ends_an_append_stalled_past_the_idle_timeout(replicas: Replicas) -> None:
+    """A leader stopped in the middle of a pipelined append (statements sent, no Sync) is
+    not idle in its transaction to the server, so the idle timeout never ends it: the
+    take-over, refused its lock for that long, ends the session that holds the epoch row.
+    Here the holder is a session without the timeout, held open."""
+    old, new = replicas.recorder(), replicas.recorder()
+    new.idle_timeout = 0.3
+    old.take_over(1, "a")
+    fence = sql.Identifier(replicas.schema, "taskledger_fence")
+    with psycopg.connect(replicas.server.dsn) as conn:
+        conn.execute(sql.SQL("SELECT {}(%s, 1, 'a')").format(fence), (replicas.table,))
+        started = time.monotonic()
+        new.take_over(2, "b")
+        assert time.monotonic() - started < 5
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")  # its session was ended, its transaction rolled back
+    assert new.recorded_epoch() == Lead(2, "b")
+    with pytest.raises(Fenced):
+        old.insert_events([event()])
+
+
 def test_an_append_during_a_take_over_sees_the_new_epoch(replicas: Replicas) -> None:
     old, new = replicas.recorder(), replicas.recorder()
     old.take_over(1, "a")
@@ -482,3 +503,33 @@ def _try_append(recorder: FencedApplicationRecorder, e: StoredEvent) -> object:
         return recorder.insert_events([e])
     except (Fenced, NoEpoch) as refused:
         return refused
+
+
+def test_create_table_if_missing_creates_once_and_then_takes_no_lock(replicas: Replicas) -> None:
+    """A replica that starts while a (stopped) leader holds the events table's lock must not
+    wait behind it: once the tables exist, it checks without locking anything."""
+    first = replicas.recorder()  # creates the tables
+    first.take_over(1, "a")
+    store = replicas.server.datastore(replicas.schema)
+    late = FencedApplicationRecorder(store, events_table_name=replicas.table)
+    events = sql.Identifier(replicas.schema, replicas.table)
+    with psycopg.connect(replicas.server.dsn) as conn:  # an append's table lock, held open
+        conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(events))
+        started = time.monotonic()
+        assert late.tables_exist()
+        late.create_table_if_missing()
+        assert time.monotonic() - started < 2
+    store.close()
+    with psycopg.connect(replicas.server.dsn) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(replicas.schema + "_new")))
+    fresh = FencedApplicationRecorder(
+        replicas.server.datastore(replicas.schema + "_new"), events_table_name="x_events"
+    )
+    assert not fresh.tables_exist()
+    fresh.create_table_if_missing()
+    assert fresh.tables_exist()
+    fresh.datastore.close()
+    with psycopg.connect(replicas.server.dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(replicas.schema + "_new"))
+        )

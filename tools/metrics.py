@@ -133,12 +133,24 @@ class Metrics:
             "they carry a uuid); at most taskledger run --max-in-flight.",
             registry=r,
         )
+        self.leader = Gauge(
+            f"{PREFIX}_leader",
+            "1 while this replica leads (may append and call Mesos), else 0; a scheduler "
+            "without replication always leads.",
+            registry=r,
+        )
+        self.epoch = Gauge(
+            f"{PREFIX}_epoch",
+            "The leader epoch this replica last led or saw won (0: none yet).",
+            registry=r,
+        )
         self._run_kinds: dict[str, str] = {}
         for label, found_by in DISAGREEING:
             self.drift_tasks.labels(label, found_by).set(0)
         for kind in ("explicit", "implicit"):
             self.answers_awaited.labels(kind).set(0)
         self.dispatch_halted.set(0)
+        self.leader.set(1)
 
     # -- as things happen ----------------------------------------------------------------
     def observe_append(self, seconds: float, events: Iterable[Any]) -> None:
@@ -146,6 +158,12 @@ class Metrics:
         self.append_seconds.observe(seconds)
         for kind, n in _Tally(type(e).topic for e in events).items():
             self.events_appended.labels(kind).inc(n)
+
+    def observe_leadership(self, leading: bool, epoch: int | None) -> None:
+        """A replica's change of role (engine/replication.py)."""
+        self.leader.set(1 if leading else 0)
+        if epoch is not None:
+            self.epoch.set(epoch)
 
     def observe_commit(self, batch_size: int) -> None:
         """One group commit and how many events it wrote."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -296,9 +297,10 @@ def _fatal_abort() -> str | None:
 
 def print_config(ctx: click.Context, values: dict[str, Any]) -> None:
     notes = {}
-    secret = file_note(values.get("secret_file"), "the secret")
-    if secret:
-        notes["secret-file"] = secret
+    for key, what in (("secret_file", "the secret"), ("password_file", "the password")):
+        note = file_note(values.get(key), what)
+        if note:
+            notes[key.replace("_", "-")] = note
     if values.get("api_token_file"):
         from tools.operator.server import Tokens
 
@@ -334,7 +336,38 @@ def print_config(ctx: click.Context, values: dict[str, Any]) -> None:
     type=Duration(),
     help="how long start-up waits for the master (and ZooKeeper) to answer",
 )
-@setting("--log", "log_path", help="the log folder (created if missing; required)")
+@setting(
+    "--log",
+    "log_path",
+    help="the log folder (created if missing; required), or postgresql://USER@HOST:PORT/DB"
+    "[?schema=NAME]: a replicated scheduler (needs --zk) whose log of record is there",
+)
+@setting(
+    "--zk",
+    metavar="HOST:PORT[,...]/PATH",
+    help="ZooKeeper and the election's path, for --log postgresql://...",
+)
+@setting(
+    "--replica",
+    help="this replica's name in the election and the log  [default: the host's name]",
+)
+@setting(
+    "--local",
+    metavar="DIR",
+    help="the replica's local mirror of the log (LMDB)  [default: taskledger-mirror-REPLICA]",
+)
+@setting(
+    "--session-timeout",
+    default="10s",
+    show_default=True,
+    type=Duration(),
+    help="the ZooKeeper session: how long a leader that vanished keeps leading",
+)
+@setting(
+    "--password-file",
+    metavar="FILE",
+    help="the PostgreSQL password (one line); else PGPASSWORD",
+)
 @setting("--principal", help="authenticate to the master as this principal")
 @setting("--secret-file", metavar="FILE", help="the principal's secret (one line)")
 @setting("--role", help="the framework's role (FrameworkInfo.role)")
@@ -468,6 +501,7 @@ def _prepare(values: dict[str, Any]) -> tuple[Any, list[str]]:
     except MasterAddressError as e:
         raise Failed(str(e)) from None
     credential = _credential(values["principal"], values["secret_file"])
+    local, replication = _replication(values)
     api = _api(values["api"], values["api_token_file"])
     try:
         found = find(address, values["master_timeout"])
@@ -485,7 +519,8 @@ def _prepare(values: dict[str, Any]) -> tuple[Any, list[str]]:
     }
     config = RuntimeConfig(
         master=address.text,
-        log_path=values["log_path"],
+        log_path=local,
+        replication=replication,
         job=JobSpec(
             values["job"],
             values["instances"],
@@ -515,13 +550,57 @@ def _prepare(values: dict[str, Any]) -> tuple[Any, list[str]]:
     return Runtime(config, services=services, observer=None if port is None else _serve(port)), []
 
 
+HA_OPTIONS = ("zk", "replica", "local", "password_file")
+
+
+def _replication(values: dict[str, Any]) -> tuple[str, Any]:
+    """The mirror's folder and the replication settings (None: the embedded LMDB log)."""
+    from engine.log_address import LogAddressError, is_log_url, parse_log_url, parse_zk
+    from engine.replication import ReplicationConfig
+
+    if not is_log_url(values["log_path"]):
+        given = [f"--{k.replace('_', '-')}" for k in HA_OPTIONS if values[k]]
+        if given:
+            raise Failed(f"{given[0]} is for a replicated log: give --log postgresql://...")
+        return values["log_path"], None
+    if not values["zk"]:
+        raise Failed("--log postgresql://... needs --zk HOST:PORT/PATH (the leader election)")
+    try:
+        address = parse_log_url(values["log_path"])
+        hosts, path = parse_zk(values["zk"])
+    except LogAddressError as e:
+        raise Failed(str(e)) from None
+    replica = values["replica"] or socket.gethostname()
+    if "/" in replica or not replica.strip():
+        raise Failed(f"--replica {replica!r}: a name without '/'")
+    if values["password_file"]:
+        password = read_secret(values["password_file"])
+    else:
+        password = os.environ.get("PGPASSWORD", "")
+    config = ReplicationConfig(
+        log=address,
+        zk_hosts=hosts,
+        zk_path=path,
+        replica=replica,
+        password=password,
+        session_timeout=values["session_timeout"],
+    )
+    return values["local"] or f"taskledger-mirror-{replica}", config
+
+
 def _run(runtime: Any) -> int:
+    from eventsourcing.persistence import OperationalError
+
+    from engine.election import ElectionError
+    from engine.replication import Diverged
     from engine.store import LogOpenError
 
     try:
         return runtime.run()
-    except LogOpenError as e:
+    except (LogOpenError, ElectionError, Diverged) as e:
         raise Failed(str(e)) from None
+    except OperationalError as e:  # PostgreSQL unreachable (or refusing us) at start-up
+        raise Failed(f"the log of record: {e}".splitlines()[0]) from None
     except Exception as e:
         # kazoo's KazooTimeoutError: a driver restarted while ZooKeeper is unreachable.
         if type(e).__name__ == "KazooTimeoutError":

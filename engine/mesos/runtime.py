@@ -19,7 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from eventsourcing.persistence import PersistenceError
+
 from engine.clock_watch import DEFAULT_THRESHOLD, ClockWatch
+from engine.gate import Gate
 from engine.ledger import Ledger
 from engine.mesos.core import MAX_LAUNCHING, JobSpec, SchedulerCore
 from engine.mesos.driver import PymesosDriver
@@ -120,6 +123,10 @@ class RuntimeConfig:
     # At most this many of the job's tasks launching (ASSIGNED or STARTING) at once: a large
     # job launches in waves the cluster runs before the saga's transient timeout.
     max_launching: int = MAX_LAUNCHING
+    # A replicated runtime (engine/replication.py: PostgreSQL the log of record, log_path
+    # its local mirror, a ZooKeeper election): it follows until elected, then leads until
+    # stopped or deposed. None: the single embedded LMDB log.
+    replication: Any = None
 
 
 @dataclass
@@ -182,9 +189,48 @@ class Runtime:
         self.ready = threading.Event()
         self.snapshotter: Snapshotter | None = None
         self._requested: list[str] = []
+        # Whether this replica may act (append, call Mesos): always open without
+        # replication; a replicated one opens it while it leads (engine/gate.py).
+        self.gate = Gate()
+        if config.replication is None:
+            self.gate.open()
+        self.replica: Any = None
+        self.status = 0  # run()'s exit status: DEPOSED_EXIT once deposed
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _deposed(self, reason: str) -> None:
+        """The replica learned it does not lead any more: the gate is shut; stop."""
+        from engine.replication import DEPOSED_EXIT
+
+        self.status = DEPOSED_EXIT
+        self._stop.set()
+
+    def _follow_until_elected(self) -> bool:
+        """Follows the replicated log until elected, then takes it over; False if stopped
+        (or deposed) first."""
+        from engine.replication import Replica
+
+        assert self.ledger is not None
+        self.replica = Replica(
+            self.config.replication,
+            self.ledger,
+            gate=self.gate,
+            on_deposed=self._deposed,
+            observer=self.observer,
+            clock=self.clock,
+        ).start()
+        epoch = self.replica.wait_elected(self._stop)
+        if epoch is None:
+            return False
+        try:
+            self.replica.lead(epoch)
+        except Exception:
+            if self.gate.shut:  # deposed while taking over: the reason is logged
+                return False
+            raise
+        return True
 
     def request_reconciliation(self, kind: str) -> None:
         """An operator asks for a reconciliation run of ``kind`` ("explicit" or "implicit")
@@ -227,6 +273,8 @@ class Runtime:
         """The loop's supervisor of the pymesos driver: starts one, and restarts one that
         aborted or whose stream went silent."""
         assert self.core is not None
+        if self.gate.reason is not None:
+            return  # a paused leader neither appends nor calls Mesos
         # First thing each pass, with the clocks: a step is recorded before the saga or
         # the watchdog act on the new time.
         self._watch_clock()
@@ -273,6 +321,13 @@ class Runtime:
             )
             self.ledger.clock_stepped(time=step.time, previous=step.previous, elapsed=step.elapsed)
 
+    def _close_replica(self) -> None:
+        if self.replica is not None:
+            try:
+                self.replica.close()
+            except Exception:
+                log.exception("closing the replica failed")
+
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> int:
         """Runs until stop(); returns an exit status. Nothing is acknowledged to the master
@@ -280,6 +335,18 @@ class Runtime:
         config = self.config
         self.ledger = Ledger.open(config.log_path, durable=config.durable, clock=self.clock)
         _settle_the_heap()
+        if config.replication is not None:
+            try:
+                elected = self._follow_until_elected()
+            except BaseException:
+                self._close_replica()
+                self.ledger.close()
+                raise
+            if not elected:
+                self._close_replica()
+                self.ledger.close(flush=False)
+                gc.unfreeze()
+                return self.status
         try:
             saga_options, job = standing_orders(self.ledger, config.saga_options, config.job)
             self.ledger.saga_config = saga_config(**saga_options)
@@ -292,7 +359,10 @@ class Runtime:
             )
             self.sender = ThreadedSender(
                 lambda: MasterConnection(
-                    lambda: self.driver, timeout=config.http_timeout, credential=config.credential
+                    lambda: self.driver,
+                    timeout=config.http_timeout,
+                    credential=config.credential,
+                    gate=self.gate,
                 )
             )
             self.core.driver = PymesosDriver(self.sender)
@@ -318,18 +388,25 @@ class Runtime:
                 service.start(self)
             pause = config.tick
             while not self._stop.wait(pause):
+                if self.gate.reason is not None:
+                    continue  # paused (the ZooKeeper connection is suspended): no action
                 started = time.monotonic()
-                while self._requested:
-                    self.ledger.reconcile(
-                        self._requested.pop(0), now=self.clock(), trigger="operator"
-                    )
-                self.loop.step()
+                try:
+                    while self._requested:
+                        self.ledger.reconcile(
+                            self._requested.pop(0), now=self.clock(), trigger="operator"
+                        )
+                    self.loop.step()
+                except PersistenceError:
+                    if self.gate.shut:
+                        break  # deposed while appending: stop (the reason is logged)
+                    raise
                 self.stats.ticks += 1
                 # A pass that took long (the saga's decisions over 100k tasks) is not run again
                 # at once: the loop then holds the interpreter at most about half the time,
                 # and the stream, the commits and the sender keep the rest.
                 pause = max(config.tick, time.monotonic() - started)
-            return 0
+            return self.status
         finally:
             for service in reversed(self.services):  # operator API: before the log closes
                 service.stop()
@@ -346,5 +423,6 @@ class Runtime:
             if config.digest_path:
                 with open(config.digest_path, "w") as f:
                     f.write(self.ledger.digest() + "\n")
+            self._close_replica()  # after the last append: a standby takes over at once
             self.ledger.close()
             gc.unfreeze()  # a runtime started again in this process loads a new state

@@ -85,8 +85,12 @@ class MasterConnection:
         *,
         timeout: float,
         credential: tuple[str, str] | None = None,
+        gate: Any = None,
     ) -> None:
         self._driver = driver
+        # A replicated scheduler's gate (engine/gate.py): while it is not open (the replica
+        # paused or deposed) no call goes out.
+        self._gate = gate
         self._timeout = timeout
         # HTTP basic authentication, as pymesos sends it with its own calls.
         self._authorization = None if credential is None else basic_authorization(*credential)
@@ -101,6 +105,11 @@ class MasterConnection:
     def post_many(self, calls: Sequence[tuple[str, dict[str, Any]]]) -> list[BaseException | None]:
         """Sends the calls in order, written back to back; returns each one's error (None:
         the master took it). A call without an answer (the connection broke) failed."""
+        closed = None if self._gate is None else self._gate.reason
+        if closed is not None:
+            return [
+                ConnectionError(f"not leading ({closed}): {kind} not sent") for kind, _ in calls
+            ]
         driver = self._driver()
         stream_id = None if driver is None else driver.stream_id
         framework_id = None if driver is None else driver.framework_id

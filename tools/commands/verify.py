@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 from rich.table import Table
 
+from engine.log_address import is_log_url
 from tools.commands.common import (
     DAMAGE_FOUND,
+    CommandError,
     console,
     dash,
     emit_json,
+    one_line,
     open_readonly,
     read_options,
     resolve_as_of,
@@ -25,6 +30,9 @@ def verify_command(log_path: str, as_of: str | None, as_json: bool) -> None:
     and snapshots are sound, and that the views rebuilt from scratch equal the newest
     snapshot. Exit status 1 when anything is damaged (each damaged record is named).
     Events with an implausible time are warnings: named, exit status unchanged."""
+    if is_log_url(log_path):
+        _verify_log_of_record(log_path, as_of, as_json)
+        return
     with open_readonly(log_path) as ledger:
         at = resolve_as_of(ledger, as_of)
         report = verify(ledger, None if at.is_now else at.nid)
@@ -74,5 +82,53 @@ def verify_command(log_path: str, as_of: str | None, as_json: bool) -> None:
             out.print(table)
             if report.implausible > len(report.warnings):
                 out.print(f"... and {report.implausible - len(report.warnings):,} more")
+    if not report.ok:
+        raise SystemExit(DAMAGE_FOUND)
+
+
+def _verify_log_of_record(url: str, as_of: str | None, as_json: bool) -> None:
+    """`verify --log postgresql://...`: the replicated log of record (its epochs, positions
+    and records; the password from PGPASSWORD). The mirrors are LMDB logs: verify those by
+    their folder."""
+    from eventsourcing.persistence import PersistenceError
+
+    from engine.log_address import LogAddressError, parse_log_url
+    from engine.replication import connect, read_written
+    from tools.forensics.log_of_record import ORDER, check_written
+
+    if as_of is not None:
+        raise CommandError("--as-of is for an LMDB log; a log of record is checked whole")
+    try:
+        address = parse_log_url(url)
+    except LogAddressError as e:
+        raise CommandError(str(e)) from None
+    datastore, recorder = connect(address, os.environ.get("PGPASSWORD", ""))
+    try:
+        report = check_written(read_written(recorder))
+    except PersistenceError as e:
+        raise CommandError(f"cannot read the log of record {address.text}: {one_line(e)}") from e
+    finally:
+        datastore.close()
+    if as_json:
+        emit_json(
+            {
+                "schema": schema("verify"),
+                "log": address.text,
+                "ok": report.ok,
+                "records": report.records,
+                "ledger_events": report.ledger_events,
+                "last_id": report.last_id,
+                "checks": [c._asdict() for c in report.checks],
+                "problems": [p._asdict() for p in report.problems],
+            }
+        )
+    else:
+        out = console()
+        for c in sorted(report.checks, key=lambda c: ORDER.index(c.name)):
+            out.print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+        for p in report.problems:
+            click.echo(f"taskledger: {p.check}: notification id {p.id}: {p.problem}", err=True)
+        if report.ok:
+            out.print(f"log {address.text} is sound ({report.records:,} records)")
     if not report.ok:
         raise SystemExit(DAMAGE_FOUND)

@@ -1,0 +1,199 @@
+"""The replicated `taskledger run` (engine/replication.py), as real processes: three replicas
+of one scheduler against the simulated master, PostgreSQL the log of record, a ZooKeeper
+election; the leader SIGKILLed, or SIGSTOPped longer than its session and resumed.
+
+After every fault: a new leader took over (a LeaderElected with a higher epoch in the log),
+the job converges (each instance RUNNING once on the cluster, every update acknowledged),
+every update the master saw acknowledged is in the log of record exactly once, epochs never
+decrease along the log, and a resumed old leader wrote nothing and called Mesos no more.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+from sim_session import state, wait_until
+
+from engine.events import LeaderElected, StatusUpdateReceived
+from engine.ledger import Ledger
+from engine.log_address import LogAddress
+from engine.replication import DEPOSED_EXIT
+from tools.cli import cli
+from tools.ha_cluster import LogOfRecord, Replicas, converged, leader_after
+from tools.sim.cluster import SimConfig
+from tools.sim.server import BackgroundSim
+
+SIM_SCALE = 20.0
+INSTANCES = 4
+SESSION = 1.0  # seconds: ZooKeeper's tick here is 500 ms (tests/servers.py)
+
+
+@pytest.fixture
+def cluster() -> Iterator[BackgroundSim]:
+    config = SimConfig(agents=3, seed=11, wire_time_scale=SIM_SCALE)
+    with BackgroundSim(config, time_scale=SIM_SCALE) as sim:
+        yield sim
+
+
+@pytest.fixture
+def ha(cluster, postgres, zookeeper, tmp_path) -> Iterator[tuple[Replicas, LogOfRecord]]:
+    with postgres.fresh_schema() as schema:
+        address = LogAddress(postgres.user, "127.0.0.1", postgres.port, postgres.dbname, schema)
+        group = Replicas(
+            cluster.address,
+            address,
+            postgres.password,
+            zookeeper.hosts,
+            str(tmp_path),
+            session_timeout=SESSION,
+            options=(
+                *("--instances", str(INSTANCES), "--time-scale", str(SIM_SCALE)),
+                *("--heartbeat", str(15.0 / SIM_SCALE), "--api", "off"),
+            ),
+        )
+        log = LogOfRecord(address, postgres.password)
+        try:
+            yield group, log
+        finally:
+            group.stop()
+            log.close()
+
+
+# ----------------------------------------------------------------------------- checks
+def check_log(log: LogOfRecord, address: str, context: str) -> None:
+    """Epochs never decrease along the log; versions are the positions 0, 1, ...; every
+    update the master saw acknowledged is in the log, none twice."""
+    written = log.written()
+    epochs = [n.epoch for n, _ in written]
+    assert epochs == sorted(epochs), f"{context}: an epoch decreased along the log"
+    assert [n.originator_version for n, _ in written] == list(range(len(written))), context
+    led = 0  # the epoch of the last LeaderElected: every event after it was written at it
+    for n, event in written:
+        if type(event) is LeaderElected:
+            assert (event.epoch, event.replica) == (n.epoch, n.replica), context
+            led = event.epoch
+        assert n.epoch == led, f"{context}: event {n.id} written at {n.epoch}, led {led}"
+    logged = [
+        (e.task_id, e.uuid)
+        for _, e in written
+        if type(e) is StatusUpdateReceived and e.uuid is not None
+    ]
+    assert len(logged) == len(set(logged)), f"{context}: an update recorded twice"
+    acked = {(a["task_id"], a["uuid"]) for a in state(address)["acknowledged"]}
+    missing = acked - set(logged)
+    assert not missing, f"{context}: acknowledged, not in the log of record: {sorted(missing)}"
+
+
+def wait_converged(group: Replicas, log: LogOfRecord, context: str) -> None:
+    try:
+        wait_until(lambda: converged(group.master, INSTANCES), 60, what="convergence")
+    except TimeoutError:
+        said = {name: group.stderr(name)[-800:] for name in group.procs}
+        raise AssertionError(f"{context}: no convergence; stderr: {said}") from None
+
+
+def mirror_matches(path: str, log: LogOfRecord) -> None:
+    """A stopped replica's mirror is a prefix of the log of record, event for event."""
+    with Ledger.open(path) as mirror:
+        local = [(type(e).__name__, e) for _, e in mirror.events()]
+    record = [(type(e).__name__, e) for _, e in log.written()]
+    assert local == record[: len(local)], f"the mirror {path} is not a prefix of the log"
+
+
+# ----------------------------------------------------------------------------- tests
+def test_a_killed_leader_is_replaced_and_nothing_acknowledged_is_lost(ha) -> None:
+    group, log = ha
+    for name in ("a", "b", "c"):
+        group.start(name)
+    first = leader_after(log, 0)
+    wait_converged(group, log, "first leader")
+    epoch = first.epoch
+    leader = first.replica
+    for kill in range(2):
+        group.procs[leader].kill()
+        group.procs[leader].wait(10)
+        new = leader_after(log, epoch)
+        assert new.replica != leader
+        wait_converged(group, log, f"after kill {kill}")
+        check_log(log, group.master, f"after kill {kill}")
+        mirror_matches(group.mirror(leader), log)
+        group.start(leader)  # as its supervisor would: a follower now
+        epoch, leader = new.epoch, new.replica
+    # A clean stop hands over at once (the lock node is deleted, not left to expire).
+    group.procs[leader].send_signal(signal.SIGTERM)
+    assert group.procs[leader].wait(30) == 0, group.stderr(leader)
+    new = leader_after(log, epoch)
+    wait_converged(group, log, "after SIGTERM")
+    check_log(log, group.master, "after SIGTERM")
+
+
+def test_paused_and_killed_leaders_in_a_loop_write_nothing_stale(ha) -> None:
+    """A leader SIGSTOPped longer than its session resumes knowing nothing: its appends are
+    refused (nothing below the new epoch after the new leader's LeaderElected), it learns
+    it was deposed and exits DEPOSED_EXIT (its supervisor, here the test, restarts it as a
+    follower). Pauses and kills alternate."""
+    group, log = ha
+    for name in ("a", "b", "c"):
+        group.start(name)
+    elected = leader_after(log, 0)
+    wait_converged(group, log, "first leader")
+    faults = ("pause", "kill", "pause")
+    for round_, fault in enumerate(faults):
+        context = f"round {round_} ({fault} of {elected.replica} at epoch {elected.epoch})"
+        old = group.procs[elected.replica]
+        if fault == "kill":
+            old.kill()
+            old.wait(10)
+            new = leader_after(log, elected.epoch)
+        else:
+            old.send_signal(signal.SIGSTOP)
+            new = leader_after(log, elected.epoch)
+            time.sleep(0.5)  # the new leader is subscribed and dispatching meanwhile
+            old.send_signal(signal.SIGCONT)
+            try:
+                code = old.wait(30)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"{context}: the resumed leader did not step down") from None
+            said = group.stderr(elected.replica)
+            assert code == DEPOSED_EXIT, f"{context}: exit {code}; {said}"
+            assert "no longer leading" in said, said
+        written = log.written()
+        taken = next(n.id for n, e in written if e == new)
+        stale = [n.id for n, _ in written if n.id > taken and n.epoch < new.epoch]
+        assert stale == [], f"{context}: stale writes accepted: {stale}"
+        wait_converged(group, log, context)
+        check_log(log, group.master, context)
+        mirror_matches(group.mirror(elected.replica), log)
+        group.start(elected.replica)  # as its supervisor would
+        elected = new
+    verified = CliRunner().invoke(
+        cli, ["verify", "--log", group.log.text], env={"PGPASSWORD": group.password}
+    )
+    assert verified.exit_code == 0, verified.output
+    assert "epochs never decrease" in verified.output, verified.output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--log", "postgresql://u@db:5432/sched"), "needs --zk HOST:PORT/PATH"),
+        (("--log", "postgresql://u:pw@db/sched", "--zk", "z:2181/p"), "never on the command"),
+        (("--log", "postgresql://db/sched", "--zk", "z:2181/p"), "postgresql://USER@HOST:PORT/DB"),
+        (("--log", "postgresql://u@db/s?sslmode=x", "--zk", "z:2181/p"), "unknown parameter"),
+        (("--log", "postgresql://u@db/sched", "--zk", "z:2181"), "HOST:PORT[,HOST:PORT...]/PATH"),
+        (("--log", "postgresql://u@db/sched", "--zk", "z/p"), "'z' is not HOST:PORT"),
+        (("--log", "var/log", "--zk", "z:2181/p"), "--zk is for a replicated log"),
+        (("--log", "var/log", "--replica", "a"), "--replica is for a replicated log"),
+    ],
+)
+def test_replication_settings_that_cannot_work(args: tuple[str, ...], says: str) -> None:
+    """Refused in one line, exit status 2, before anything is contacted or created."""
+    result = CliRunner().invoke(cli, ["run", "--master", "127.0.0.1:1", *args])
+    assert result.exit_code == 2, result.output
+    assert says in result.output, result.output
+    assert "pw" not in result.output
