@@ -417,8 +417,7 @@ FAILOVER_SCALE = 20.0
 def bench_failover(server: PostgresServer, rounds: int, tick_ms: int, session: float) -> dict:
     import tempfile
 
-    from engine.log_address import LogAddress
-    from tools.ha_cluster import LogOfRecord, Replicas, converged, leader_after, wait
+    from tools.ha_cluster import LogOfRecord, converged, leader_after, replicas_of, wait
     from tools.sim.cluster import SimConfig
     from tools.sim.server import BackgroundSim
 
@@ -433,21 +432,17 @@ def bench_failover(server: PostgresServer, rounds: int, tick_ms: int, session: f
             BackgroundSim(config, time_scale=FAILOVER_SCALE) as sim,
             server.fresh_schema() as schema,
         ):
-            address = LogAddress(server.user, "127.0.0.1", server.port, server.dbname, schema)
-            group = Replicas(
+            group = replicas_of(
                 sim.address,
-                address,
-                server.password,
+                server,
+                schema,
                 zookeeper.hosts,
                 folder,
                 session_timeout=session,
-                options=(
-                    *("--instances", str(FAILOVER_INSTANCES)),
-                    *("--time-scale", str(FAILOVER_SCALE), "--api", "off"),
-                    *("--heartbeat", str(15.0 / FAILOVER_SCALE)),
-                ),
+                instances=FAILOVER_INSTANCES,
+                time_scale=FAILOVER_SCALE,
             )
-            log = LogOfRecord(address, server.password)
+            log = LogOfRecord(group.log, server.password)
             try:
                 for name in ("a", "b", "c"):
                     group.start(name)

@@ -47,7 +47,7 @@ from engine.election import Election
 from engine.events import LeaderElected
 from engine.gate import Gate
 from engine.leadership import Change, Role, Signal
-from engine.ledger import LEDGER_STREAM, Ledger
+from engine.ledger import LEDGER_STREAM, STREAM_WIRE, Ledger, decode_records
 from engine.log_address import LogAddress
 from engine.postgres_log import FencedApplicationRecorder
 
@@ -278,6 +278,11 @@ class Replica:
             return
         self._next += len(fresh)
         self.ledger.submit_replicated(fresh, done=self._applied)
+        elections = [s for s in fresh if s.topic == LeaderElected.topic]
+        if elections and not self._leading:  # a follower's epoch: the leader's it follows
+            last = elections[-1]
+            [(_, event)] = decode_records([(0, [STREAM_WIRE, 0, last.topic, last.state])])
+            self._report_leadership(False, event.epoch)
 
     def _applied(self, ids: list[int] | None, error: BaseException | None) -> None:
         if error is not None and self._failed is None:

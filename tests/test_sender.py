@@ -74,6 +74,37 @@ def test_without_a_subscription_nothing_is_sent(master):
     assert "not subscribed: KILL not sent" in str(errors[1])
 
 
+def test_while_the_gate_is_not_open_no_call_reaches_the_master(master):
+    """A replicated scheduler's gate (engine/gate.py): paused or deposed, the leader's calls
+    fail at once, naming why, and the master sees none of them."""
+    from sim_session import state
+
+    from engine.gate import Gate
+
+    def suppressed() -> bool:
+        return state(master.master)["frameworks"][0]["suppressed"]
+
+    gate = Gate()
+    conn = MasterConnection(lambda: master, timeout=10, gate=gate)
+    try:
+        gate.open()
+        gate.close("the ZooKeeper connection is suspended")
+        (error,) = conn.post_many([("SUPPRESS", {})])
+        assert isinstance(error, ConnectionError)
+        assert "not leading (the ZooKeeper connection is suspended): SUPPRESS" in str(error)
+        assert not suppressed()
+        gate.open()
+        assert conn.post_many([("SUPPRESS", {})]) == [None]
+        assert suppressed()
+        gate.shut_for_good("fenced")
+        gate.open()  # shut is for good
+        (error,) = conn.post_many([("REVIVE", {})])
+        assert "not leading (fenced)" in str(error)
+        assert suppressed()
+    finally:
+        conn.close()
+
+
 def test_the_threaded_sender_keeps_the_calls_in_order_and_tells_every_call(master):
     told: dict[str, list] = {ACKS: [], CALLS: []}
     done = threading.Event()

@@ -45,15 +45,15 @@ class Replicas:
     election: str = field(default_factory=lambda: f"/taskledger-{uuid.uuid4().hex[:8]}")
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start(self, name: str) -> subprocess.Popen:
-        """Starts replica ``name`` (a follower until elected)."""
+    def start(self, name: str, *extra: str) -> subprocess.Popen:
+        """Starts replica ``name`` (a follower until elected), with ``extra`` options."""
         with open(self.stderr_path(name), "ab") as err:
             proc = subprocess.Popen(
                 [
                     *(sys.executable, "-m", "tools.cli", "run", "--master", self.master),
                     *("--log", self.log.text, "--zk", self.zk_hosts + self.election),
                     *("--replica", name, "--local", os.path.join(self.folder, name)),
-                    *("--session-timeout", str(self.session_timeout), *self.options),
+                    *("--session-timeout", str(self.session_timeout), *self.options, *extra),
                 ],
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
@@ -80,6 +80,36 @@ class Replicas:
                 proc.send_signal(signal.SIGCONT)
                 proc.kill()
             proc.wait(10)
+
+
+def replicas_of(
+    master: str,
+    postgres: Any,
+    schema: str,
+    zk_hosts: str,
+    folder: str,
+    *,
+    session_timeout: float,
+    instances: int,
+    time_scale: float,
+) -> Replicas:
+    """Replicas of one job against a simulated master whose clock runs ``time_scale`` times
+    fast (the saga's schedules and the heartbeat compressed alike), logging to ``schema`` of
+    ``postgres`` (a server with ``user``, ``port``, ``dbname`` and ``password`` on
+    127.0.0.1, as tests/servers.py's); no operator API."""
+    address = LogAddress(postgres.user, "127.0.0.1", postgres.port, postgres.dbname, schema)
+    return Replicas(
+        master,
+        address,
+        postgres.password,
+        zk_hosts,
+        folder,
+        session_timeout=session_timeout,
+        options=(
+            *("--instances", str(instances), "--time-scale", str(time_scale)),
+            *("--heartbeat", str(15.0 / time_scale), "--api", "off"),
+        ),
+    )
 
 
 class LogOfRecord:

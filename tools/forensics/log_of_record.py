@@ -30,20 +30,20 @@ def check_written(rows: Iterable[Any]) -> Report:
     highest_at: int | None = None
     position = 0
     stale = gaps = damaged = 0
+
+    def problem(check: str, row: Any, what: str) -> None:
+        report.problems.append(Problem(check, row.id, "events", None, what))
+
     for row in rows:
         report.records += 1
         report.last_id = row.id
         if row.epoch < highest:
             stale += 1
-            report.problems.append(
-                Problem(
-                    "epochs",
-                    row.id,
-                    "events",
-                    None,
-                    f"written at epoch {row.epoch} by {row.replica!r}, after epoch {highest} "
-                    f"(notification id {highest_at}): a stale write",
-                )
+            problem(
+                "epochs",
+                row,
+                f"written at epoch {row.epoch} by {row.replica!r}, after epoch {highest} "
+                f"(notification id {highest_at}): a stale write",
             )
         elif row.epoch > highest:
             highest, highest_at = row.epoch, row.id
@@ -52,15 +52,7 @@ def check_written(rows: Iterable[Any]) -> Report:
         report.ledger_events += 1
         if row.originator_version != position:
             gaps += 1
-            report.problems.append(
-                Problem(
-                    "positions",
-                    row.id,
-                    "events",
-                    None,
-                    f"position {row.originator_version} where {position} comes next",
-                )
-            )
+            problem("positions", row, f"position {row.originator_version} where {position} is next")
         position = row.originator_version + 1
         try:
             [(_, event)] = decode_records(
@@ -68,22 +60,18 @@ def check_written(rows: Iterable[Any]) -> Report:
             )
         except UnreadableEvent as e:
             damaged += 1
-            report.problems.append(Problem("records", row.id, "events", None, str(e)))
+            problem("records", row, str(e))
             continue
         if type(event) is LeaderElected and (event.epoch, event.replica) != (
             row.epoch,
             row.replica,
         ):
             stale += 1
-            report.problems.append(
-                Problem(
-                    "epochs",
-                    row.id,
-                    "events",
-                    None,
-                    f"LeaderElected of epoch {event.epoch} by {event.replica!r} was written "
-                    f"at epoch {row.epoch} by {row.replica!r}",
-                )
+            problem(
+                "epochs",
+                row,
+                f"LeaderElected of epoch {event.epoch} by {event.replica!r} was written "
+                f"at epoch {row.epoch} by {row.replica!r}",
             )
     report.checks += [
         Check("records", damaged == 0, f"{report.records:,} records read, {damaged} damaged"),
