@@ -418,8 +418,8 @@ def bench_failover(server: PostgresServer, rounds: int, tick_ms: int, session: f
     import tempfile
 
     from tools.ha_cluster import LogOfRecord, converged, leader_after, replicas_of, wait
-    from tools.sim.cluster import SimConfig
-    from tools.sim.server import BackgroundSim
+    from tools.sim_master.cluster import SimConfig
+    from tools.sim_master.server import BackgroundSim
 
     zookeeper = ZooKeeperServer()
     zookeeper.tick_ms = tick_ms

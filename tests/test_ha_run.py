@@ -29,8 +29,8 @@ from engine.ledger import Ledger
 from engine.replication import DEPOSED_EXIT
 from tools.cli import cli
 from tools.ha_cluster import LogOfRecord, Replicas, converged, leader_after, replicas_of
-from tools.sim.cluster import SimConfig
-from tools.sim.server import BackgroundSim
+from tools.sim_master.cluster import SimConfig
+from tools.sim_master.server import BackgroundSim
 
 SIM_SCALE = 20.0
 INSTANCES = 4

@@ -24,7 +24,7 @@ from engine.events import LeaderElected
 from engine.ledger_state import STREAM_WIRE, decode_records
 from engine.log_address import LogAddress
 from engine.replication import connect, read_written
-from tools.sim.client import get_json
+from tools.sim_master.client import get_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIVE = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING")
