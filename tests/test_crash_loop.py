@@ -361,6 +361,12 @@ def converge_then_stop(
     try:
         # Generous: a loaded CI machine is slower; a real failure still fails, with a diagnosis.
         wait_until(lambda: converged(address), 90, what=what)
+        # And still so a while later: a task an earlier run launched with a short duration
+        # may have been running at the first look and fail right after (its replacement
+        # then launches), so one look can catch a moment, not the end. 1 s is 20 simulated
+        # seconds, longer than any task's duration (at most 6).
+        time.sleep(1.0)
+        wait_until(lambda: converged(address), 90, what=what)
     except TimeoutError:
         stop_cleanly(proc, err_path)
         raise AssertionError(f"no {what}: {diagnosis(address, log)}") from None

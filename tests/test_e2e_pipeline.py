@@ -96,7 +96,15 @@ def test_thousands_of_tasks_launch_fail_over_and_are_reconciled(big_cluster, tmp
         implicit = wait_until(
             lambda: completed_after(ledger, since, "implicit"), 120, what="implicit run"
         )
-        assert implicit.outcome == "quiet" and implicit.answered == TASKS
+        assert implicit.outcome == "quiet"
+        # Every task is answered: the run may have ended quiet while the last answers of
+        # 2,000 were still on their way (its count is what it had then), so wait for them.
+        wait_until(
+            lambda: answered_tasks(ledger, since) >= set(running_in_ledger(ledger)),
+            60,
+            what="every implicit answer",
+        )
+        assert implicit.answered > 0
         assert len(running_in_ledger(ledger)) == TASKS and ledger.drift() == []
         assert_replay_equal(ledger)
         assert_no_update_recorded_twice(ledger)
