@@ -31,15 +31,11 @@ CELL = Cell(Holds.ABSENT, Holds.NON_TERMINAL)
 
 def in_flight(state: Any, task_id: str) -> bool:
     """Whether `task_id` is a launch in flight in `state` (a LedgerState: views and saga)."""
-    return launching(state.views, state.saga, task_id)
-
-
-def launching(views: Any, saga: Any, task_id: str) -> bool:
-    """`in_flight`, of the views and the saga state apart (a live Ledger's)."""
+    views = state.views
     return (
         views.scheduler.get(task_id) == LAUNCHING
         and views.mesos.record(task_id) is None
-        and task_id not in saga.transient_asked
+        and task_id not in state.saga.transient_asked
     )
 
 
@@ -62,4 +58,12 @@ def count(views: Any, saga: Any) -> int:
     per task the index holds."""
     if not views.scheduler.state_counts().get(LAUNCHING):
         return 0
-    return sum(1 for task_id in views.index.rows if launching(views, saga, task_id))
+    asked = saga.transient_asked
+    scheduler, mesos = views.scheduler, views.mesos
+    return sum(
+        1
+        for task_id in views.index.rows
+        if task_id not in asked
+        and scheduler.get(task_id) == LAUNCHING
+        and mesos.record(task_id) is None
+    )
