@@ -58,6 +58,8 @@ def count(views: Any, saga: Any) -> int:
     per task the index holds."""
     if not views.scheduler.state_counts().get(LAUNCHING):
         return 0
+    # in_flight's three tests, inlined: a call per task doubles the time (64 ms against 33 ms
+    # at 100k tasks), and the gauges hold the views' read lock meanwhile.
     asked = saga.transient_asked
     scheduler, mesos = views.scheduler, views.mesos
     return sum(
