@@ -3,7 +3,7 @@ module and bare psycopg, and how far behind a follower is.
 
     python -m benchmarks.ha [--events N] [--single N] [--json OUT]
 
-One throwaway PostgreSQL server (tests/servers.py, fsync and synchronous_commit on) serves
+One throwaway PostgreSQL server (tools/local_servers.py, fsync and synchronous_commit on) serves
 every path, one after another, in one run, so the ratios hold on a noisy machine. Every
 path appends the same events (one originator per task, versions in order, state a
 msgpack-encoded Mesos status update), each into a table of its own:
@@ -61,7 +61,7 @@ from psycopg import sql
 
 from benchmarks.common import Result, print_table, status_updates, timed, write_json
 from engine.postgres_log import FencedApplicationRecorder, PollingSubscription
-from tests.servers import PostgresServer, ZooKeeperServer
+from tools.local_servers import PostgresServer, ZooKeeperServer
 
 BATCH = 100
 THREADS = 16
