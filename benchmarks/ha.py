@@ -367,8 +367,7 @@ def _interleaved(
 
 def _failover_round(group, log, master: str, how: signal.Signals, epoch: int, leader: str):
     """One failover: signals the leader; returns the new LeaderElected and the timings."""
-    from engine.events import CommandDispatched, LeaderElected
-    from tools.ha_cluster import converged, streams, wait
+    from tools.ha_cluster import converged, first_dispatch, streams, wait
 
     before = streams(master)
     proc = group.procs[leader]
@@ -382,24 +381,9 @@ def _failover_round(group, log, master: str, how: signal.Signals, epoch: int, le
     wait(recorded, 60, "a new epoch", every=0.002)
     wait(lambda: streams(master) - before, 60, "the new leader's subscription", every=0.005)
     subscribed = time.time()
-    found: list = []
-
-    def dispatched() -> bool:
-        written = log.written()
-        at = next(
-            (i for i, (_, e) in enumerate(written) if type(e) is LeaderElected and e.epoch > epoch),
-            None,
-        )
-        if at is None:
-            return False
-        first = next((e for _, e in written[at:] if type(e) is CommandDispatched), None)
-        if first is None:
-            return False
-        found[:] = [written[at][1], first]
-        return True
-
-    wait(dispatched, 60, "the new leader's first dispatch", every=0.02)
-    elected, first = found
+    elected, first = wait(
+        lambda: first_dispatch(log, epoch), 60, "the new leader's first dispatch", every=0.02
+    )
     proc.wait(30)
     group.start(leader)  # as its supervisor would: a follower now
     wait(lambda: converged(master, FAILOVER_INSTANCES), 60, "convergence", every=0.05)

@@ -22,13 +22,20 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 from servers import free_port
-from sim_session import state, wait_until
+from sim_session import wait_until
 
-from engine.events import LeaderElected, StatusUpdateReceived
 from engine.ledger import Ledger
 from engine.replication import DEPOSED_EXIT
 from tools.cli import cli
-from tools.ha_cluster import LogOfRecord, Replicas, converged, leader_after, replicas_of
+from tools.ha_cluster import (
+    LogOfRecord,
+    Replicas,
+    converged,
+    leader_after,
+    log_problems,
+    replicas_of,
+    stale_writes,
+)
 from tools.sim_master.cluster import SimConfig
 from tools.sim_master.server import BackgroundSim
 
@@ -69,27 +76,8 @@ def ha(cluster, postgres, zookeeper, tmp_path) -> Iterator[tuple[Replicas, LogOf
 
 # ----------------------------------------------------------------------------- checks
 def check_log(log: LogOfRecord, address: str, context: str) -> None:
-    """Epochs never decrease along the log; versions are the positions 0, 1, ...; every
-    update the master saw acknowledged is in the log, none twice."""
-    written = log.written()
-    epochs = [n.epoch for n, _ in written]
-    assert epochs == sorted(epochs), f"{context}: an epoch decreased along the log"
-    assert [n.originator_version for n, _ in written] == list(range(len(written))), context
-    led = 0  # the epoch of the last LeaderElected: every event after it was written at it
-    for n, event in written:
-        if type(event) is LeaderElected:
-            assert (event.epoch, event.replica) == (n.epoch, n.replica), context
-            led = event.epoch
-        assert n.epoch == led, f"{context}: event {n.id} written at {n.epoch}, led {led}"
-    logged = [
-        (e.task_id, e.uuid)
-        for _, e in written
-        if type(e) is StatusUpdateReceived and e.uuid is not None
-    ]
-    assert len(logged) == len(set(logged)), f"{context}: an update recorded twice"
-    acked = {(a["task_id"], a["uuid"]) for a in state(address)["acknowledged"]}
-    missing = acked - set(logged)
-    assert not missing, f"{context}: acknowledged, not in the log of record: {sorted(missing)}"
+    problems = log_problems(log, address)
+    assert problems == [], f"{context}: {problems}"
 
 
 def wait_converged(group: Replicas, log: LogOfRecord, context: str) -> None:
@@ -185,9 +173,7 @@ def test_paused_and_killed_leaders_in_a_loop_write_nothing_stale(ha) -> None:
             said = group.stderr(elected.replica)
             assert code == DEPOSED_EXIT, f"{context}: exit {code}; {said}"
             assert "no longer leading" in said, said
-        written = log.written()
-        taken = next(n.id for n, e in written if e == new)
-        stale = [n.id for n, _ in written if n.id > taken and n.epoch < new.epoch]
+        stale = stale_writes(log, new)
         assert stale == [], f"{context}: stale writes accepted: {stale}"
         wait_converged(group, log, context)
         check_log(log, group.master, context)

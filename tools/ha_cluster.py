@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.events import LeaderElected
+from engine.events import CommandDispatched, LeaderElected, StatusUpdateReceived
 from engine.ledger_state import STREAM_WIRE, decode_records
 from engine.log_address import LogAddress
 from engine.replication import connect, read_written
@@ -185,3 +185,62 @@ def converged(master: str, instances: int) -> bool:
 def streams(master: str) -> set[str]:
     """The stream ids of the frameworks subscribed to the master now."""
     return {f["stream_id"] for f in get_json(master, "/state")["frameworks"] if f["connected"]}
+
+
+def log_problems(log: LogOfRecord, master: str) -> list[str]:
+    """What the log of record gets wrong (none: an empty list): epochs never decrease along
+    it; versions are the positions 0, 1, ...; every event is written at the epoch of the
+    last LeaderElected before it (so no deposed leader's write was accepted); every update
+    the master saw acknowledged is in the log, none twice."""
+    written = log.written()
+    problems = []
+    epochs = [n.epoch for n, _ in written]
+    if epochs != sorted(epochs):
+        problems.append("an epoch decreased along the log")
+    if [n.originator_version for n, _ in written] != list(range(len(written))):
+        problems.append("the versions are not the positions 0, 1, 2, ...")
+    led = 0  # the epoch of the last LeaderElected: every event after it was written at it
+    for n, event in written:
+        if type(event) is LeaderElected:
+            if (event.epoch, event.replica) != (n.epoch, n.replica):
+                problems.append(f"LeaderElected {n.id} written by {n.replica} at {n.epoch}")
+            led = event.epoch
+        elif n.epoch != led:
+            problems.append(f"event {n.id} written at epoch {n.epoch}, led by {led}")
+    logged = [
+        (e.task_id, e.uuid)
+        for _, e in written
+        if type(e) is StatusUpdateReceived and e.uuid is not None
+    ]
+    if len(logged) != len(set(logged)):
+        problems.append("an update recorded twice")
+    missing = acknowledged(master) - set(logged)
+    if missing:
+        problems.append(f"acknowledged, not in the log of record: {sorted(missing)}")
+    return problems
+
+
+def acknowledged(master: str) -> set[tuple[str, str]]:
+    """(task id, uuid) of every status update the master saw acknowledged."""
+    return {(a["task_id"], a["uuid"]) for a in get_json(master, "/state")["acknowledged"]}
+
+
+def stale_writes(log: LogOfRecord, elected: LeaderElected) -> list[int]:
+    """The notification ids of events written below ``elected``'s epoch after it: a
+    deposed leader's appends the fence let through (there must be none)."""
+    written = log.written()
+    taken = next(n.id for n, e in written if e == elected)
+    return [n.id for n, _ in written if n.id > taken and n.epoch < elected.epoch]
+
+
+def first_dispatch(log: LogOfRecord, epoch: int) -> tuple[LeaderElected, CommandDispatched] | None:
+    """The first leader above ``epoch`` and the first command it dispatched, once it has:
+    the end of a failover (the new leader acting on Mesos)."""
+    written = [e for _, e in log.written()]
+    at = next(
+        (i for i, e in enumerate(written) if type(e) is LeaderElected and e.epoch > epoch), None
+    )
+    if at is None:
+        return None
+    first = next((e for e in written[at:] if type(e) is CommandDispatched), None)
+    return None if first is None else (written[at], first)
