@@ -31,6 +31,14 @@ def cli() -> None:
     help="instead, the scale run: this many tasks launched, a master failover, every task "
     "reconciled (two processes over HTTP; time x10 unless --time-scale is given)",
 )
+@click.option(
+    "--ha",
+    is_flag=True,
+    help="instead, the replicated scheduler: PostgreSQL, ZooKeeper, three replicas, the "
+    "leader killed and paused, nothing lost (a job of 5 unless --instances is given)",
+)
+@click.option("--kills", type=click.IntRange(0), default=2, show_default=True, help="with --ha")
+@click.option("--pauses", type=click.IntRange(0), default=2, show_default=True, help="with --ha")
 def demo(
     instances: int,
     agents: int,
@@ -38,19 +46,25 @@ def demo(
     seed: int,
     ingest_only: bool,
     tasks: int | None,
+    ha: bool,
+    kills: int,
+    pauses: int,
 ) -> None:
     """A simulated cluster, the embedded scheduler, injected faults, convergence, an audit."""
     import pymesos  # noqa: F401  (in the main thread: it installs a SIGINT handler)
 
     console = Console() if sys.stdout.isatty() else Console(width=140)
+    given = click.get_current_context().get_parameter_source
+    if ha:
+        from tools import ha_demo
+
+        job = instances if given("instances") is click.core.ParameterSource.COMMANDLINE else 5
+        raise SystemExit(ha_demo.main(console, kills=kills, pauses=pauses, instances=job))
     if tasks is not None:
         from tools import demo as full_demo
 
         scale = (
-            time_scale
-            if click.get_current_context().get_parameter_source("time_scale")
-            is click.core.ParameterSource.COMMANDLINE
-            else 10.0
+            time_scale if given("time_scale") is click.core.ParameterSource.COMMANDLINE else 10.0
         )
         raise SystemExit(full_demo.scale_main(console, tasks=tasks, scale=scale))
     if ingest_only:
