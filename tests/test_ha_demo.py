@@ -84,7 +84,8 @@ def test_the_ha_demo_loses_no_leader_twice_and_nothing_acknowledged(tmp_path) ->
     pause = re.search(r"pause 2: leader (\w) \(epoch 2\) SIGSTOPped.*leads at epoch 3", output)
     assert kill and pause, output
     assert kill.group(1) != kill.group(2) and pause.group(1) == kill.group(2), output
-    assert f"{pause.group(1)} exited with status 3" in output, output
+    assert re.search(rf"{pause.group(1)} resumed, .* exited with status 3\n", output), output
+    assert len(re.findall(r"web/\d+/\w+, lost meanwhile, replaced", output)) == 2, output
     assert "leader gone -> new leader dispatching: median" in output, output
     for check in (
         "every acknowledged update in the log of record, once",

@@ -161,7 +161,8 @@ class Observer:
         return not problems, (state, events)
 
 
-def _inject(master: str, fault: dict | list) -> None:
+def inject(master: str, fault: dict | list) -> None:
+    """Injects ``fault`` (or several) into the simulated master; RuntimeError if refused."""
     status, text = call(master, fault, path="/admin/fault")
     if status != 200:
         raise RuntimeError(f"fault {fault} refused: {status} {text}")
@@ -315,18 +316,18 @@ def main(
                 scheduler.crash()
                 # While it is down, a task fails: its update waits on the agent (re-sent).
                 for task_id in observer.running(1):
-                    _inject(master, {"kind": "executor_lost", "task_id": task_id})
+                    inject(master, {"kind": "executor_lost", "task_id": task_id})
                 time.sleep(1.0)
                 scheduler.start()
 
             def partition_and_heal() -> None:
-                _inject(master, {"kind": "agent_partition", "agent_id": 1})
+                inject(master, {"kind": "agent_partition", "agent_id": 1})
                 time.sleep(40.0 / 4)  # past the saga's partition timeout: replaced
-                _inject(master, {"kind": "agent_heal", "agent_id": 1})
+                inject(master, {"kind": "agent_heal", "agent_id": 1})
 
             def drop_and_duplicate() -> None:
                 lost = [{"kind": "executor_lost", "task_id": t} for t in observer.running(3)]
-                _inject(
+                inject(
                     master,
                     [
                         {"kind": "drop_updates", "count": 2},
@@ -339,7 +340,7 @@ def main(
                 ("scheduler crash and restart", crash_and_restart),
                 (
                     "master failover",
-                    lambda: _inject(
+                    lambda: inject(
                         master,
                         {"kind": "master_failover", "down_for": 120, "reregister_after": 240},
                     ),
@@ -347,10 +348,10 @@ def main(
                 ("agent partition and heal", partition_and_heal),
                 (
                     "agent removed by the operator",
-                    lambda: _inject(master, {"kind": "agent_remove", "agent_id": 2}),
+                    lambda: inject(master, {"kind": "agent_remove", "agent_id": 2}),
                 ),
                 ("dropped and duplicated updates", drop_and_duplicate),
-                ("a rogue task", lambda: _inject(master, {"kind": "rogue_task"})),
+                ("a rogue task", lambda: inject(master, {"kind": "rogue_task"})),
             ]
             for name, action in steps:
                 if not scheduler.alive():

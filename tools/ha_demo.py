@@ -21,6 +21,7 @@ replicas' mirrors (ordinary taskledger logs) stay in var/ha-demo for the forensi
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -36,6 +37,7 @@ from rich.console import Console
 
 from engine.events import LeaderElected
 from engine.replication import DEPOSED_EXIT
+from tools.demo import inject
 from tools.ha_cluster import (
     ROOT,
     LogOfRecord,
@@ -49,6 +51,7 @@ from tools.ha_cluster import (
     stale_writes,
     wait,
 )
+from tools.sim_master.client import get_json
 
 REPLICAS = ("a", "b", "c")
 SESSION = 1.0  # seconds: a vanished leader is replaced about this long after it went
@@ -69,6 +72,21 @@ class Failover:
     converged_s: float  # from the signal to every instance running once again
     stale: list[int]  # writes below the new epoch after it took over (none: correct)
     exit_status: int | None  # the old leader's (a resumed one must exit DEPOSED_EXIT)
+    refused: int  # calls the master refused meanwhile because their stream was failed over
+    lost_task: str | None  # the task that failed while there was no leader
+
+
+class StaleStreams(logging.Handler):
+    """Counts the master's refusals of calls on a stream it failed over: a deposed leader's
+    calls, sent after it resumed (the master's one-line log, tools/sim_master/server.py)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "didn't match the stream ID" in record.getMessage():
+            self.count += 1
 
 
 def faults(kills: int, pauses: int) -> list[str]:
@@ -80,14 +98,26 @@ def faults(kills: int, pauses: int) -> list[str]:
 
 
 def fail_over(
-    group: Replicas, log: LogOfRecord, *, fault: str, old: LeaderElected, instances: int
+    group: Replicas,
+    log: LogOfRecord,
+    *,
+    fault: str,
+    old: LeaderElected,
+    instances: int,
+    refusals: StaleStreams,
 ) -> Failover:
-    """SIGKILLs or pauses the leader ``old``; waits for the new leader to dispatch, the old
-    one to be gone and the job of ``instances`` to converge; starts the old one again as a
-    follower."""
+    """SIGKILLs or pauses the leader ``old``, and fails one of its tasks meanwhile (its
+    update waits on the agent for the next leader to acknowledge); waits for the new leader
+    to dispatch, the old one to be gone and the job of ``instances`` to converge; starts the
+    old one again as a follower."""
     proc = group.procs[old.replica]
+    refused = refusals.count
     signalled = time.time()
     proc.send_signal(signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
+    running = sorted(t["task_id"] for t in get_json(group.master, "/state")["tasks"])
+    lost = running[0] if running else None
+    if lost is not None:
+        inject(group.master, {"kind": "executor_lost", "task_id": lost})
     try:
         new, first = wait(lambda: first_dispatch(log, old.epoch), STEP_TIMEOUT, "a new leader")
         if fault == "pause":
@@ -115,6 +145,8 @@ def fail_over(
         converged_s=converged_s,
         stale=stale_writes(log, new),
         exit_status=status,
+        refused=refusals.count - refused,
+        lost_task=lost,
     )
 
 
@@ -125,8 +157,13 @@ def describe(n: int, f: Failover) -> str:
         f"{f.new.replica} leads at epoch {f.new.epoch}, dispatching [bold]{f.leaderless_s:.2f} s"
         f"[/] after the signal; the job converged in {f.converged_s:.1f} s"
     )
+    if f.lost_task:
+        line += f" ({f.lost_task}, lost meanwhile, replaced)"
     if f.fault == "pause":
-        line += f"; {f.old.replica} exited with status {f.exit_status}"
+        line += (
+            f"; {f.old.replica} resumed, the master refused {f.refused} call(s) it still sent "
+            f"(its stream failed over), and it exited with status {f.exit_status}"
+        )
     if f.stale:
         line += f"; [red]stale writes accepted: {f.stale}[/]"
     return line
@@ -283,9 +320,17 @@ def _failovers(
         f"{elected.replica} leads at epoch {elected.epoch}; the job runs "
         f"({instances} instances RUNNING, every update acknowledged)"
     )
+    refusals = StaleStreams()
+    master_log = logging.getLogger("taskledger.sim")
+    master_log.addHandler(refusals)
+    master_log.propagate = False  # counted and said in the fault's line instead
+    started.callback(master_log.removeHandler, refusals)
+    started.callback(setattr, master_log, "propagate", True)
     done: list[Failover] = []
     for n, fault in enumerate(faults(kills, pauses), 1):
-        failover = fail_over(group, log, fault=fault, old=elected, instances=instances)
+        failover = fail_over(
+            group, log, fault=fault, old=elected, instances=instances, refusals=refusals
+        )
         console.print(describe(n, failover), highlight=False, soft_wrap=True)
         done.append(failover)
         elected = failover.new
