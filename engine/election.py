@@ -76,14 +76,15 @@ class Election:
         self.path = path
         self.replica = replica
         self.connect_timeout = connect_timeout
+        self.session_timeout = session_timeout
         self._on_change = on_change
         self.client = KazooClient(
             hosts=hosts,
             timeout=session_timeout,
             # Reconnect for ever: a replica outlives ZooKeeper's restarts.
             connection_retry=KazooRetry(max_tries=-1, max_delay=1.0),
-            # Other commands (a resign's delete) give up after a session timeout: by then
-            # ZooKeeper has expired the session, and its lock node with it.
+            # Other commands give up after a session timeout: by then ZooKeeper has
+            # expired the session, and its lock node with it.
             command_retry=KazooRetry(max_tries=-1, max_delay=1.0, deadline=session_timeout),
         )
         # The epoch bump waits out connection losses (a ZooKeeper restart) however long.
@@ -151,10 +152,15 @@ class Election:
             reported = threading.Event()
             self._signals.put((Signal.RESIGNED, None, reported))
             reported.wait(10)
-        if lock is not None:
-            # If the session is gone already, so is the node.
-            with contextlib.suppress(KazooException):
-                lock.release()
+        if lock is not None and lock.node is not None:
+            # Not lock.release(): kazoo's synchronous calls wait with no bound while the
+            # connection is down (its retry deadline never starts), and a deposed leader
+            # must still exit while ZooKeeper is. After a session timeout ZooKeeper has
+            # expired the session, and the node with it; if the session is gone already,
+            # so is the node.
+            deleted = self.client.delete_async(f"{lock.path}/{lock.node}")
+            with contextlib.suppress(KazooException, self.client.handler.timeout_exception):
+                deleted.get(timeout=self.session_timeout)
         with self._lost:
             self._lost.notify_all()
         if self._campaign is not None:
