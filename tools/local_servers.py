@@ -183,6 +183,7 @@ class PostgresServer:
             self._initdb()
             stop = [*self._run_as, os.path.join(self._bin, "pg_ctl"), "-D", self.data]
             self._reaper = _Reaper(self.folder, [*stop, "-m", "immediate", "stop"])
+            self._run("mkdir", os.path.join(self.folder, "sock"), what="mkdir", tool=False)
             self._start()
         except BaseException:
             self.stop()
@@ -219,9 +220,9 @@ class PostgresServer:
         )
         os.unlink(pwfile)
 
-    def _start(self) -> None:
+    def _start(self, port: int | None = None) -> None:
+        """Starts the server on ``port``, else on a free port (another, if taken)."""
         socket_dir = os.path.join(self.folder, "sock")
-        self._run("mkdir", socket_dir, what="mkdir", tool=False)
         options = [
             f"-c listen_addresses=127.0.0.1 -k {socket_dir}",
             "-c max_connections=200",
@@ -230,8 +231,8 @@ class PostgresServer:
         if not self.durable:
             options.append("-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
         options.extend(f"-c {name}={value}" for name, value in self.settings.items())
-        for _attempt in range(3):
-            self.port = free_port()
+        for _attempt in range(1 if port else 3):
+            self.port = port or free_port()
             try:
                 self._run(
                     "pg_ctl",
@@ -252,6 +253,15 @@ class PostgresServer:
                 # Another process took the port between free_port() and the bind: retry.
                 if "already in use" not in _why(self.log, ""):
                     raise
+
+    def halt(self) -> None:
+        """Stops the server as an administrator would (fast shutdown: every session is
+        ended, what was committed stays), keeping its data and port for ``resume``."""
+        self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop", what="pg_ctl stop")
+
+    def resume(self) -> None:
+        """Starts the halted server again, on the same port and data."""
+        self._start(self.port)
 
     def _run(self, program: str, *args: str, what: str, tool: bool = True) -> None:
         command = [*self._run_as, os.path.join(self._bin, program) if tool else program, *args]
