@@ -10,13 +10,15 @@ event with the epoch and replica that wrote it.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,3 +246,32 @@ def first_dispatch(log: LogOfRecord, epoch: int) -> tuple[LeaderElected, Command
         return None
     first = next((e for e in written[at:] if type(e) is CommandDispatched), None)
     return None if first is None else (written[at], first)
+
+
+class StaleStreams(logging.Handler):
+    """Counts the simulated master's refusals of calls on a stream it failed over: a
+    deposed leader's calls, sent after it resumed (the master's one-line log of each
+    refusal, tools/sim_master/server.py; the master must run in this process)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "didn't match the stream ID" in record.getMessage():
+            self.count += 1
+
+    @classmethod
+    @contextmanager
+    def counting(cls, *, quiet: bool = False) -> Iterator[StaleStreams]:
+        """Counts while in the block; ``quiet``: the master's log says nothing meanwhile."""
+        handler = cls()
+        master_log = logging.getLogger("taskledger.sim")
+        master_log.addHandler(handler)
+        propagate = master_log.propagate
+        master_log.propagate = propagate and not quiet
+        try:
+            yield handler
+        finally:
+            master_log.removeHandler(handler)
+            master_log.propagate = propagate

@@ -21,7 +21,6 @@ replicas' mirrors (ordinary taskledger logs) stay in var/ha-demo for the forensi
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import signal
@@ -42,6 +41,7 @@ from tools.ha_cluster import (
     ROOT,
     LogOfRecord,
     Replicas,
+    StaleStreams,
     acknowledged,
     converged,
     first_dispatch,
@@ -74,19 +74,6 @@ class Failover:
     exit_status: int | None  # the old leader's (a resumed one must exit DEPOSED_EXIT)
     refused: int  # calls the master refused meanwhile because their stream was failed over
     lost_task: str | None  # the task that failed while there was no leader
-
-
-class StaleStreams(logging.Handler):
-    """Counts the master's refusals of calls on a stream it failed over: a deposed leader's
-    calls, sent after it resumed (the master's one-line log, tools/sim_master/server.py)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "didn't match the stream ID" in record.getMessage():
-            self.count += 1
 
 
 def faults(kills: int, pauses: int) -> list[str]:
@@ -320,12 +307,7 @@ def _failovers(
         f"{elected.replica} leads at epoch {elected.epoch}; the job runs "
         f"({instances} instances RUNNING, every update acknowledged)"
     )
-    refusals = StaleStreams()
-    master_log = logging.getLogger("taskledger.sim")
-    master_log.addHandler(refusals)
-    master_log.propagate = False  # counted and said in the fault's line instead
-    started.callback(master_log.removeHandler, refusals)
-    started.callback(setattr, master_log, "propagate", True)
+    refusals = started.enter_context(StaleStreams.counting(quiet=True))
     done: list[Failover] = []
     for n, fault in enumerate(faults(kills, pauses), 1):
         failover = fail_over(
