@@ -228,6 +228,7 @@ class Runtime:
             self.replica.lead(epoch)
         except Exception:
             if self.gate.shut:  # deposed while taking over: the reason is logged
+                self._deposed(self.gate.reason or "")  # the status, if not told yet
                 return False
             raise
         return True
@@ -399,7 +400,11 @@ class Runtime:
                     self.loop.step()
                 except PersistenceError:
                     if self.gate.shut:
-                        break  # deposed while appending: stop (the reason is logged)
+                        # Deposed while appending: stop (the reason is logged). The replica
+                        # shuts the gate before it tells _deposed, from another thread:
+                        # the status is set here too, or this could return 0 first.
+                        self._deposed(self.gate.reason or "")
+                        break
                     raise
                 self.stats.ticks += 1
                 # A pass that took long (the saga's decisions over 100k tasks) is not run again
