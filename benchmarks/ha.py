@@ -61,7 +61,9 @@ from psycopg import sql
 
 from benchmarks.common import Result, print_table, status_updates, timed, write_json
 from engine.postgres_log import FencedApplicationRecorder, PollingSubscription
-from tools.local_servers import PostgresServer, ZooKeeperServer
+from engine.replication import EVENTS_TABLE
+from tools.local_servers import PostgresServer, ZooKeeperServer, free_port
+from tools.metrics import PREFIX
 
 BATCH = 100
 THREADS = 16
@@ -459,6 +461,154 @@ def bench_failover(server: PostgresServer, rounds: int, tick_ms: int, session: f
     return summary
 
 
+RUN_LAG_INSTANCES = 1_000
+RUN_LAG_ASKS_PER_S = 1  # explicit runs of the whole job a second: 1,000 answers/s
+
+
+def _samples(port: int) -> dict[str, float]:
+    """The taskledger_ samples a replica's /metrics serves, by name with labels."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(PREFIX))
+    return {name: float(value) for name, value in pairs}
+
+
+def _appended(samples: dict[str, float]) -> float:
+    return sum(v for k, v in samples.items() if k.startswith(f"{PREFIX}_events_appended_total"))
+
+
+def _lag_quantile(samples: dict[str, float], q: float) -> float:
+    """The upper bound of the follower-lag bucket holding quantile ``q`` (the histogram's
+    resolution: its buckets)."""
+    name = f"{PREFIX}_follower_lag_seconds_bucket"
+    buckets = sorted(
+        (float(k.split('le="', 1)[1].split('"', 1)[0]), v)
+        for k, v in samples.items()
+        if k.startswith(name)
+    )
+    total = buckets[-1][1]
+    return next(bound for bound, count in buckets if count >= q * total)
+
+
+def bench_run_lag(server: PostgresServer, seconds: float, session: float) -> dict:
+    """A standby's lag through `taskledger run`: two replicas (tools/ha_cluster.py), a job
+    of RUN_LAG_INSTANCES, and an explicit reconciliation of the whole job asked of the
+    leader RUN_LAG_ASKS_PER_S times a second (its operator API), so the leader appends about
+    1,000 answers a second, in bursts (each burst's last answer waits for the commits of the
+    ones before it: the leader's part below); the standby's taskledger_follower_lag_seconds
+    histogram, from the leader's stamp on each event to its being durable in the standby's
+    mirror and views, beside the leader's own part (its stamp to the commit in PostgreSQL)."""
+    import tempfile
+
+    from tools.ha_cluster import LogOfRecord, converged, leader_after, replicas_of, wait
+    from tools.operator.client import Client
+    from tools.sim_master.config import SimConfig
+    from tools.sim_master.server import BackgroundSim
+
+    zookeeper = ZooKeeperServer().start()
+    folder = tempfile.mkdtemp(prefix="tl-run-lag-")
+    try:
+        config = SimConfig(agents=4, seed=5, agent_cpus=100.0, agent_mem=100_000.0)
+        with BackgroundSim(config) as sim, server.fresh_schema() as schema:
+            group = replicas_of(
+                sim.address,
+                server,
+                schema,
+                zookeeper.hosts,
+                folder,
+                session_timeout=session,
+                instances=RUN_LAG_INSTANCES,
+                time_scale=1.0,
+            )
+            log = LogOfRecord(group.log, server.password)
+            ports = {name: (free_port(), free_port()) for name in ("a", "b")}
+            try:
+                for name, (metrics, api) in ports.items():
+                    group.start(
+                        name,
+                        *("--cpus", "0.01", "--mem", "1", "--metrics-port", str(metrics)),
+                        *("--api", f"127.0.0.1:{api}"),
+                    )
+                leader = leader_after(log, 0, timeout=60).replica
+                standby = next(name for name in ports if name != leader)
+                wait(lambda: converged(sim.address, RUN_LAG_INSTANCES), 120, "convergence")
+                time.sleep(1.0)  # the launch's own updates applied by the standby
+                operator = Client(f"http://127.0.0.1:{ports[leader][1]}/", operator="bench")
+                start_id = log.recorder.max_notification_id() or 0
+                before = _appended(_samples(ports[leader][0]))
+                lag_before = _samples(ports[standby][0])
+                began = time.perf_counter()
+                for i in range(int(seconds * RUN_LAG_ASKS_PER_S)):
+                    delay = began + i / RUN_LAG_ASKS_PER_S - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    operator.post("/api/v1/reconcile", {"kind": "explicit", "reason": "bench"})
+                time.sleep(max(0.0, began + seconds - time.perf_counter()) + 1.0)
+                elapsed = time.perf_counter() - began
+                after = _samples(ports[standby][0])
+                rate = (_appended(_samples(ports[leader][0])) - before) / elapsed
+                # The leader's part: from its stamp on an event to that event's commit in
+                # PostgreSQL (track_commit_timestamp); the standby's lag includes it.
+                committed = _committed_at(server, schema, start_id)
+                leader_part = sorted(
+                    committed[n.id] - e.time for n, e in log.written() if n.id in committed
+                )
+            finally:
+                group.stop()
+                log.close()
+    finally:
+        zookeeper.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    window = {  # the histogram over the window alone: the launch's observations taken out
+        k: v - lag_before.get(k, 0.0) for k, v in after.items() if "follower_lag" in k
+    }
+    count = window[f"{PREFIX}_follower_lag_seconds_count"]
+    return {
+        "instances": RUN_LAG_INSTANCES,
+        "seconds": seconds,
+        "leader_appends_per_s": rate,
+        "standby_batches_timed": count,
+        "mean_ms": 1000 * window[f"{PREFIX}_follower_lag_seconds_sum"] / max(count, 1),
+        "p50_at_most_ms": 1000 * _lag_quantile(window, 0.50),
+        "p99_at_most_ms": 1000 * _lag_quantile(window, 0.99),
+        "leader_stamp_to_commit_ms": {
+            "mean": 1000 * sum(leader_part) / max(len(leader_part), 1),
+            "p50": _pct(leader_part, 50),
+            "p99": _pct(leader_part, 99),
+        },
+    }
+
+
+def _committed_at(server: PostgresServer, schema: str, after: int) -> dict[int, float]:
+    """When each event of the log of record past ``after`` committed, by the server's clock."""
+    with psycopg.connect(server.dsn) as conn:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT notification_id, extract(epoch FROM pg_xact_commit_timestamp(xmin)) "
+                "FROM {} WHERE notification_id > %s"
+            ).format(sql.Identifier(schema, EVENTS_TABLE)),
+            (after,),
+        ).fetchall()
+    return {nid: float(at) for nid, at in rows}
+
+
+def _print_run_lag(lag: dict) -> None:
+    print(
+        f"\nstandby lag through taskledger run ({lag['instances']:,} tasks reconciled "
+        f"{RUN_LAG_ASKS_PER_S} times a second for {lag['seconds']:g} s: the leader appended "
+        f"{lag['leader_appends_per_s']:,.0f}"
+        f" events/s): mean {lag['mean_ms']:.1f} ms, p50 <= {lag['p50_at_most_ms']:g} ms, "
+        f"p99 <= {lag['p99_at_most_ms']:g} ms (the histogram's buckets; "
+        f"{lag['standby_batches_timed']:,.0f} batches timed); of which the leader's part, "
+        f"from its stamp to the commit in PostgreSQL: mean "
+        f"{lag['leader_stamp_to_commit_ms']['mean']:.1f} ms, p50 "
+        f"{lag['leader_stamp_to_commit_ms']['p50']:.1f} ms, "
+        f"p99 {lag['leader_stamp_to_commit_ms']['p99']:.1f} ms"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=50_000, help="events for batched paths")
@@ -471,7 +621,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tick-ms", type=int, default=500, help="ZooKeeper's tickTime")
     parser.add_argument("--session", type=float, default=1.0, help="session timeout (s)")
     parser.add_argument("--only-failover", action="store_true")
+    parser.add_argument(
+        "--run-lag-seconds", type=float, default=10.0, help="the standby's lag through run; 0: skip"
+    )
+    parser.add_argument("--only-run-lag", action="store_true")
     args = parser.parse_args(argv)
+    if args.only_run_lag:
+        server = PostgresServer(durable=True, settings={"track_commit_timestamp": "on"}).start()
+        try:
+            run_lag = bench_run_lag(server, args.run_lag_seconds, args.session)
+        finally:
+            server.stop()
+        _print_run_lag(run_lag)
+        write_json(args.json_out, "ha", [], {"run_lag": run_lag})
+        return 0
     if args.only_failover:
         server = PostgresServer(durable=True).start()
         try:
@@ -497,6 +660,9 @@ def main(argv: list[str] | None = None) -> int:
         failover = None
         if args.failover_rounds:
             failover = bench_failover(server, args.failover_rounds, args.tick_ms, args.session)
+        run_lag = None
+        if args.run_lag_seconds:
+            run_lag = bench_run_lag(server, args.run_lag_seconds, args.session)
     finally:
         server.stop()
 
@@ -539,11 +705,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if failover is not None:
         _print_failover(failover)
+    if run_lag is not None:
+        _print_run_lag(run_lag)
     write_json(
         args.json_out,
         "ha",
         results,
-        {"targets": targets, "follower_lag": lag, "failover": failover},
+        {"targets": targets, "follower_lag": lag, "failover": failover, "run_lag": run_lag},
     )
     return 0
 

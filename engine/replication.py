@@ -98,6 +98,12 @@ def read_written(recorder: FencedApplicationRecorder, chunk: int = 10_000) -> It
         start = rows[-1].id + 1
 
 
+def _decoded(stored: StoredEvent) -> Any:
+    """One event of the Ledger's stream, decoded from its stored form."""
+    [(_, event)] = decode_records([(0, [STREAM_WIRE, 0, stored.topic, stored.state])])
+    return event
+
+
 @dataclass
 class ReplicationConfig:
     """A replicated runtime's settings (`taskledger run --log postgresql://... --zk ...`)."""
@@ -250,7 +256,7 @@ class Replica:
                     if self._stop_following.is_set():
                         return
                     if notification.originator_id == LEDGER_STREAM:
-                        self._apply([notification])
+                        self._apply([notification], timed=True)
         except Exception as e:
             if not self._stop_following.is_set():
                 log.error("replica %s: following the log failed: %r", self.config.replica, e)
@@ -265,7 +271,10 @@ class Replica:
             self._follower.join(10)
             self._follower = None
 
-    def _apply(self, stored: Sequence[StoredEvent]) -> None:
+    def _apply(self, stored: Sequence[StoredEvent], *, timed: bool = False) -> None:
+        """Queues the events past the mirror's end for its next commit. ``timed`` (the
+        follower's tail, not a catch-up of old events): the observer is told the lag of the
+        newest once it is durable in the mirror and folded into the views."""
         fresh = [s for s in stored if s.originator_version >= self._next]
         for offset, s in enumerate(fresh):
             if s.originator_version != self._next + offset:
@@ -277,16 +286,25 @@ class Replica:
         if not fresh:
             return
         self._next += len(fresh)
-        self.ledger.submit_replicated(fresh, done=self._applied)
+        written_at = _decoded(fresh[-1]).time if timed and not self._leading else None
+        self.ledger.submit_replicated(
+            fresh, done=lambda ids, error: self._applied(ids, error, written_at)
+        )
         elections = [s for s in fresh if s.topic == LeaderElected.topic]
         if elections and not self._leading:  # a follower's epoch: the leader's it follows
-            last = elections[-1]
-            [(_, event)] = decode_records([(0, [STREAM_WIRE, 0, last.topic, last.state])])
-            self._report_leadership(False, event.epoch)
+            self._report_leadership(False, _decoded(elections[-1]).epoch)
 
-    def _applied(self, ids: list[int] | None, error: BaseException | None) -> None:
-        if error is not None and self._failed is None:
-            self._failed = error
+    def _applied(
+        self, ids: list[int] | None, error: BaseException | None, written_at: float | None
+    ) -> None:
+        if error is not None:
+            if self._failed is None:
+                self._failed = error
+            return
+        observe = getattr(self._observer, "observe_follower_lag", None)
+        if written_at is not None and observe is not None:
+            # The leader's clock against ours: one machine, or clocks kept by NTP.
+            observe(self._clock() - written_at)
 
     # -- leading ---------------------------------------------------------------------------
     def _replicate(self, requests: list[Any]) -> None:

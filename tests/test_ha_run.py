@@ -91,17 +91,23 @@ def wait_converged(group: Replicas, log: LogOfRecord, context: str) -> None:
         raise AssertionError(f"{context}: no convergence; stderr: {said}") from None
 
 
-def leadership_metrics(port: int) -> tuple[float, float] | None:
-    """(taskledger_leader, taskledger_epoch) a replica serves, once it has an epoch."""
+def scrape(port: int) -> dict[str, float] | None:
+    """The taskledger_ samples a replica serves (None while it does not answer)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
             text = reply.read().decode()
     except OSError:
         return None
-    values = dict(
-        line.split(" ", 1) for line in text.splitlines() if line.startswith("taskledger_")
-    )
-    leader, epoch = float(values["taskledger_leader"]), float(values["taskledger_epoch"])
+    pairs = (line.split(" ", 1) for line in text.splitlines() if line.startswith("taskledger_"))
+    return {name: float(value) for name, value in pairs}
+
+
+def leadership_metrics(port: int) -> tuple[float, float] | None:
+    """(taskledger_leader, taskledger_epoch) a replica serves, once it has an epoch."""
+    values = scrape(port)
+    if values is None:
+        return None
+    leader, epoch = values["taskledger_leader"], values["taskledger_epoch"]
     return (leader, epoch) if epoch else None
 
 
@@ -125,6 +131,17 @@ def test_a_killed_leader_is_replaced_and_nothing_acknowledged_is_lost(ha) -> Non
     for name, port in ports.items():
         said = wait_until(lambda port=port: leadership_metrics(port), 10, what="metrics")
         assert said == ((1.0, 1.0) if name == first.replica else (0.0, 1.0)), (name, said)
+    # The standbys time what they apply live; the first leader never followed a live event.
+    for name, port in ports.items():
+        values = scrape(port)
+        assert values is not None
+        count = values["taskledger_follower_lag_seconds_count"]
+        if name == first.replica:
+            assert count == 0, values
+        else:
+            assert count > 0, (name, values)
+            mean = values["taskledger_follower_lag_seconds_sum"] / count
+            assert 0 <= mean < 5, f"replica {name}: a mean lag of {mean} s"
     epoch = first.epoch
     leader = first.replica
     for kill in range(2):

@@ -38,6 +38,8 @@ PREFIX = "taskledger"
 # An append waits for its group commit's fsync (~0.4 ms here) plus queueing.
 APPEND_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+# A standby's lag, from the leader's stamp on an event to its being durable here.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 2.5)
 # Aurora expects a run to finish well within 30 minutes.
 RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 DISAGREEING = [
@@ -144,6 +146,14 @@ class Metrics:
             "The leader epoch this replica last led or saw won (0: none yet).",
             registry=r,
         )
+        self.follower_lag = Histogram(
+            f"{PREFIX}_follower_lag_seconds",
+            "A standby replica's lag: from the time the leader stamped on an event (when it "
+            "received or decided it) to the event being durable in this replica's mirror "
+            "and in its views; the newest event of each batch the replica applies.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
         self._run_kinds: dict[str, str] = {}
         for label, found_by in DISAGREEING:
             self.drift_tasks.labels(label, found_by).set(0)
@@ -164,6 +174,10 @@ class Metrics:
         self.leader.set(1 if leading else 0)
         if epoch is not None:
             self.epoch.set(epoch)
+
+    def observe_follower_lag(self, seconds: float) -> None:
+        """A standby applied events up to one the leader stamped ``seconds`` ago."""
+        self.follower_lag.observe(seconds)
 
     def observe_commit(self, batch_size: int) -> None:
         """One group commit and how many events it wrote."""
