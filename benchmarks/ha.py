@@ -1,7 +1,7 @@
 """Durable appends to the replicated log: the fenced recorder beside eventsourcing's PostgreSQL
 module and bare psycopg, and how far behind a follower is.
 
-    python -m benchmarks.ha [--events N] [--single N] [--json OUT]
+    python -m benchmarks.ha [--events N] [--single N] [--json OUT] [--only-run-lag]
 
 One throwaway PostgreSQL server (tools/local_servers.py, fsync and synchronous_commit on) serves
 every path, one after another, in one run, so the ratios hold on a noisy machine. Every
@@ -28,6 +28,12 @@ process (its own connection, eventsourcing's LISTEN/NOTIFY subscription, polling
 engine.postgres_log's does) notes when it sees each. Reported: from each event's commit
 (PostgreSQL's commit timestamp, the same clock on one machine) to the follower seeing
 it, and from the append call to that.
+
+Then a standby's lag through `taskledger run` (``--run-lag-seconds``, 0: skip;
+``--only-run-lag``: nothing else): two replicas of a 1,000-task job, an explicit
+reconciliation of the whole job asked of the leader every second, the standby's
+taskledger_follower_lag_seconds histogram over that window beside the leader's own part
+(its stamp on each event to the event's commit in PostgreSQL).
 
 Then failover (``--failover-rounds``, 0: skip; ``--only-failover``: nothing else): three
 `taskledger run` replicas (tools/ha_cluster.py) against the simulated master, PostgreSQL
