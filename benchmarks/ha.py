@@ -47,6 +47,7 @@ first command dispatched (the reconciliation it starts once subscribed).
 from __future__ import annotations
 
 import argparse
+import bisect
 import multiprocessing
 import shutil
 import signal
@@ -544,6 +545,7 @@ def bench_run_lag(server: PostgresServer, seconds: float, session: float) -> dic
                 operator = Client(f"http://127.0.0.1:{ports[leader][1]}/", operator="bench")
                 start_id = log.recorder.max_notification_id() or 0
                 before = _appended(_samples(ports[leader][0]))
+                watch = _MirrorWatch(group.mirror(standby))
                 lag_before = _samples(ports[standby][0])
                 began = time.perf_counter()
                 for i in range(int(seconds * RUN_LAG_ASKS_PER_S)):
@@ -553,13 +555,16 @@ def bench_run_lag(server: PostgresServer, seconds: float, session: float) -> dic
                     operator.post("/api/v1/reconcile", {"kind": "explicit", "reason": "bench"})
                 time.sleep(max(0.0, began + seconds - time.perf_counter()) + 1.0)
                 elapsed = time.perf_counter() - began
+                watch.stop()
                 after = _samples(ports[standby][0])
                 rate = (_appended(_samples(ports[leader][0])) - before) / elapsed
                 # The leader's part: from its stamp on an event to that event's commit in
                 # PostgreSQL (track_commit_timestamp); the standby's lag includes it.
                 committed = _committed_at(server, schema, start_id)
-                leader_part = sorted(
-                    committed[n.id] - e.time for n, e in log.written() if n.id in committed
+                written = [(n, e) for n, e in log.written() if n.id in committed]
+                leader_part = sorted(committed[n.id] - e.time for n, e in written)
+                from_commit = sorted(
+                    watch.seen(n.originator_version) - committed[n.id] for n, _ in written
                 )
             finally:
                 group.stop()
@@ -579,12 +584,47 @@ def bench_run_lag(server: PostgresServer, seconds: float, session: float) -> dic
         "mean_ms": 1000 * window[f"{PREFIX}_follower_lag_seconds_sum"] / max(count, 1),
         "p50_at_most_ms": 1000 * _lag_quantile(window, 0.50),
         "p99_at_most_ms": 1000 * _lag_quantile(window, 0.99),
+        "standby_from_commit_ms": {
+            "mean": 1000 * sum(from_commit) / max(len(from_commit), 1),
+            "p50": _pct(from_commit, 50),
+            "p99": _pct(from_commit, 99),
+        },
         "leader_stamp_to_commit_ms": {
             "mean": 1000 * sum(leader_part) / max(len(leader_part), 1),
             "p50": _pct(leader_part, 50),
             "p99": _pct(leader_part, 99),
         },
     }
+
+
+class _MirrorWatch:
+    """Polls a standby's mirror (LMDB, read-only, from this process) every millisecond and
+    notes when its length changed: when each position became durable there."""
+
+    def __init__(self, path: str) -> None:
+        from tools.readonly import ReadOnlyLedger
+
+        self._mirror = ReadOnlyLedger.open(path)
+        self._changes: list[tuple[int, float]] = [(self._mirror.last_id, time.time())]
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stopped.wait(0.001):
+            length = self._mirror.last_id
+            if length != self._changes[-1][0]:
+                self._changes.append((length, time.time()))
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+        self._mirror.close()
+
+    def seen(self, position: int) -> float:
+        """When the mirror first held ``position`` (its length passed it)."""
+        lengths = [length for length, _ in self._changes]
+        return self._changes[bisect.bisect_right(lengths, position)][1]
 
 
 def _committed_at(server: PostgresServer, schema: str, after: int) -> dict[int, float]:
@@ -607,7 +647,11 @@ def _print_run_lag(lag: dict) -> None:
         f"{lag['leader_appends_per_s']:,.0f}"
         f" events/s): mean {lag['mean_ms']:.1f} ms, p50 <= {lag['p50_at_most_ms']:g} ms, "
         f"p99 <= {lag['p99_at_most_ms']:g} ms (the histogram's buckets; "
-        f"{lag['standby_batches_timed']:,.0f} batches timed); of which the leader's part, "
+        f"{lag['standby_batches_timed']:,.0f} batches timed); the standby's own part, "
+        f"from each event's commit in PostgreSQL to its mirror holding it (polled every ms): "
+        f"mean {lag['standby_from_commit_ms']['mean']:.1f} ms, "
+        f"p50 {lag['standby_from_commit_ms']['p50']:.1f} ms, "
+        f"p99 {lag['standby_from_commit_ms']['p99']:.1f} ms; the leader's part, "
         f"from its stamp to the commit in PostgreSQL: mean "
         f"{lag['leader_stamp_to_commit_ms']['mean']:.1f} ms, p50 "
         f"{lag['leader_stamp_to_commit_ms']['p50']:.1f} ms, "
