@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 import sys
 import time
 
@@ -102,6 +103,19 @@ def _list_faults(ctx: click.Context, _: click.Parameter, value: bool) -> None:
     help="Wall-clock seconds at simulated time 0 (default: now), for status timestamps.",
 )
 @click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Serve https only, with this certificate (PEM; its chain after it), as a master "
+    "built with SSL does.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The private key of --tls-cert (PEM; default: in the --tls-cert file).",
+)
+@click.option(
     "--list-faults",
     is_flag=True,
     expose_value=False,
@@ -120,6 +134,8 @@ def sim_command(
     heartbeat: float,
     faults: tuple[Fault, ...],
     epoch: float | None,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
     """Run the simulated Mesos master: the v1 scheduler HTTP API (JSON) for pymesos and
     any other scheduler, a cluster of simulated agents, and faults on demand.
@@ -139,27 +155,52 @@ def sim_command(
         agent_mem=mem,
         epoch=float(int(time.time())) if epoch is None else epoch,
     )
+    context = _server_context(tls_cert, tls_key)
     try:
-        asyncio.run(_run(config, host, port, time_scale, list(faults)))
+        asyncio.run(_run(config, host, port, time_scale, list(faults), context))
     except OSError as err:
         click.echo(f"taskledger sim: cannot listen on {host}:{port}: {err}", err=True)
         sys.exit(1)
 
 
+def _server_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The TLS context of --tls-cert/--tls-key, or None (plain HTTP)."""
+    if cert is None:
+        if key is not None:
+            raise click.UsageError("--tls-key needs --tls-cert")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as err:
+        files = " and ".join(f for f in (cert, key) if f)
+        reason = getattr(err, "strerror", None) or getattr(err, "reason", None) or err
+        raise click.UsageError(f"cannot serve TLS with {files}: {reason}") from None
+    return context
+
+
 async def _run(
-    config: SimConfig, host: str, port: int, time_scale: float, faults: list[Fault]
+    config: SimConfig,
+    host: str,
+    port: int,
+    time_scale: float,
+    faults: list[Fault],
+    context: ssl.SSLContext | None,
 ) -> None:
     from tools.sim_master.server import SimServer  # aiohttp: only when a master runs
 
-    server = SimServer(config, host=host, port=port, time_scale=time_scale, faults=faults)
+    server = SimServer(
+        config, host=host, port=port, time_scale=time_scale, faults=faults, ssl_context=context
+    )
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    tls = "" if context is None else " (https)"
     click.echo(
-        f"taskledger sim: master on {host}:{server.port}, {config.agents} agents, "
+        f"taskledger sim: master on {host}:{server.port}{tls}, {config.agents} agents, "
         f"seed {config.seed}, time-scale {time_scale}"
     )
     try:

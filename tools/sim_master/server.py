@@ -20,6 +20,7 @@ import base64
 import contextlib
 import json
 import logging
+import ssl
 import sys
 import threading
 import weakref
@@ -57,6 +58,7 @@ class SimServer:
         time_scale: float = 1.0,
         faults: list[Fault | dict] | None = None,
         credentials: dict[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
@@ -68,6 +70,8 @@ class SimServer:
         # principal -> secret: with these, the scheduler API needs HTTP basic authentication
         # and a SUBSCRIBE's framework_info.principal must be the authenticated one (Mesos).
         self.credentials = credentials
+        # With one, every route is served over TLS only (a Mesos master built with SSL).
+        self.ssl_context = ssl_context
         self.cluster: Cluster | None = None
         self._streams: dict[str, asyncio.Queue[bytes]] = {}
         self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
@@ -115,7 +119,13 @@ class SimServer:
 
     async def _listen(self) -> None:
         assert self._runner is not None
-        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        self._site = web.TCPSite(
+            self._runner,
+            self.host,
+            self.port,
+            reuse_address=True,
+            ssl_context=self.ssl_context,
+        )
         await self._site.start()
         if self.port == 0:
             server = self._site._server  # the one way aiohttp exposes the bound port
@@ -371,9 +381,17 @@ async def serve(
     faults: list[Fault | dict] | None = None,
     started: threading.Event | None = None,
     stop: asyncio.Event | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> SimServer:
     """Run a simulated master until `stop` is set (forever without one)."""
-    server = SimServer(config, host=host, port=port, time_scale=time_scale, faults=faults)
+    server = SimServer(
+        config,
+        host=host,
+        port=port,
+        time_scale=time_scale,
+        faults=faults,
+        ssl_context=ssl_context,
+    )
     await server.start()
     try:
         if started is not None:
@@ -400,6 +418,7 @@ class BackgroundSim:
         time_scale: float = 1.0,
         faults: list[Fault | dict] | None = None,
         credentials: dict[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._server = SimServer(
             config or SimConfig(),
@@ -408,6 +427,7 @@ class BackgroundSim:
             time_scale=time_scale,
             faults=faults,
             credentials=credentials,
+            ssl_context=ssl_context,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="sim-master", daemon=True)
@@ -461,4 +481,5 @@ class BackgroundSim:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        scheme = "http" if self._server.ssl_context is None else "https"
+        return f"{scheme}://{self.address}"
