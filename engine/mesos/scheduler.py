@@ -7,23 +7,65 @@ raises into pymesos's IO thread.
 
 from __future__ import annotations
 
+import http.client
+import json
+import logging
 from typing import Any
 
 from pymesos import MesosSchedulerDriver, Scheduler
 
+from engine.mesos import tls_stream
 from engine.mesos.core import SchedulerCore
+from engine.mesos.tls import MasterTLS
+
+log = logging.getLogger("taskledger.driver")
+tls_stream.install()
 
 
 class _Driver(MesosSchedulerDriver):
     """pymesos's driver, keeping the master's id from SUBSCRIBED (pymesos drops it, and it
-    is what makes a master failover visible in the log)."""
+    is what makes a master failover visible in the log).
+
+    With ``tls`` every connection it makes to a master is TLS: the stream
+    (engine/mesos/tls_stream.py), the GET /version it asks each new master, and its own
+    calls. A master is a HOST:PORT to pymesos, also the leader a redirect or ZooKeeper
+    names, so the scheme stays the one the driver was made with."""
 
     master_id: str | None = None
+    tls: MasterTLS | None = None
 
     def on_subscribed(self, info: dict[str, Any]) -> None:
         master_info = info.get("master_info") or {}
         self.master_id = master_info.get("id") or self.master
         super().on_subscribed(info)
+
+    def _https(self, master: str) -> http.client.HTTPSConnection:
+        assert self.tls is not None
+        host, _, port = master.rpartition(":")
+        return http.client.HTTPSConnection(
+            host, int(port), timeout=self._timeout, context=self.tls.context
+        )
+
+    def _get_version(self, master: str | None) -> str | None:
+        if self.tls is None or master is None:
+            return super()._get_version(master)
+        conn = self._https(master)
+        try:  # pymesos's question (it decides the GPU_RESOURCES capability), over TLS
+            conn.request("GET", "/version")
+            response = conn.getresponse()
+            body = response.read()
+            return json.loads(body)["version"] if response.status == 200 else None
+        except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
+            log.warning("GET /version of %s: %s", master, self.tls.failure(e, master) or e)
+            return None
+        finally:
+            conn.close()
+
+    def _get_conn(self) -> Any:
+        if self.tls is None or self._conn is not None or not self.connected:
+            return super()._get_conn()
+        self._conn = self._https(self.master)
+        return self._conn
 
 
 class LedgerScheduler(Scheduler):
@@ -75,11 +117,13 @@ def make_driver(
     *,
     http_timeout: float = 30.0,
     credential: tuple[str, str] | None = None,
+    tls: MasterTLS | None = None,
 ) -> _Driver:
     """A pymesos driver for ``core``: failover always on (a driver that stops or aborts
     must never TEARDOWN the framework), explicit acknowledgements (after the append), and
     an explicit HTTP timeout (pymesos's default is a day). ``credential`` (principal,
-    secret) goes with pymesos's SUBSCRIBE as HTTP basic authentication. It reads the event
+    secret) goes with pymesos's SUBSCRIBE as HTTP basic authentication; ``tls``, if given,
+    is how every connection to the master is made. It reads the event
     stream; the core's calls go through its own sender (engine/mesos/sender.py), which
     sends the same credential."""
     principal, secret = credential if credential is not None else (None, None)
@@ -94,4 +138,5 @@ def make_driver(
         principal=principal,
         secret=secret,
     )
+    driver.tls = tls
     return driver
