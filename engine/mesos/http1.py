@@ -14,6 +14,7 @@ until close).
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Sequence
 
 _MAX_HEAD = 64 * 1024  # an answer's status line and headers never come near this
@@ -40,10 +41,14 @@ def request(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes
 
 
 class Connection:
-    """One keep-alive connection to ``host:port``, opened on first use. Not thread-safe."""
+    """One keep-alive connection to ``host:port``, opened on first use, over TLS with
+    ``context`` if given (the handshake is part of opening it). Not thread-safe."""
 
-    def __init__(self, host: str, port: int, *, timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, *, timeout: float, context: ssl.SSLContext | None = None
+    ) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.context = context
         self._sock: socket.socket | None = None
         self._buffer = b""
 
@@ -78,8 +83,15 @@ class Connection:
 
     def _connect(self) -> socket.socket:
         if self._sock is None:
-            self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.context is not None:
+                try:
+                    sock = self.context.wrap_socket(sock, server_hostname=self.host)
+                except BaseException:
+                    sock.close()
+                    raise
+            self._sock = sock
         return self._sock
 
     def _fill(self, sock: socket.socket) -> None:

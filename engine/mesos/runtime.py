@@ -30,6 +30,7 @@ from engine.mesos.inflight import DEFAULT_LIMIT
 from engine.mesos.loop import Observer, SchedulerLoop, silent
 from engine.mesos.sender import MasterConnection, ThreadedSender
 from engine.mesos.snapshotter import Snapshotter
+from engine.mesos.tls import MasterTLS
 from engine.reconciliation import check_kind
 from engine.saga import SagaConfig
 
@@ -117,6 +118,8 @@ class RuntimeConfig:
     # (principal, secret) pymesos sends with every call (`taskledger run`'s options).
     framework_fields: dict[str, Any] = field(default_factory=dict)
     credential: tuple[str, str] | None = field(default=None, repr=False)
+    # Every connection to the master over TLS with these settings (None: plain HTTP).
+    tls: MasterTLS | None = field(default=None, repr=False)
     # At most this many status updates between arrival and acknowledgement; past it the
     # event stream is read only as fast as they are committed and acknowledged.
     max_in_flight: int = DEFAULT_LIMIT
@@ -259,6 +262,7 @@ class Runtime:
             self._framework(),
             http_timeout=self.config.http_timeout,
             credential=self.config.credential,
+            tls=self.config.tls,
         )
         self.core.stats.last_heartbeat = self.clock()
         self.driver.start()
@@ -364,6 +368,7 @@ class Runtime:
                     timeout=config.http_timeout,
                     credential=config.credential,
                     gate=self.gate,
+                    tls=config.tls,
                 )
             )
             self.core.driver = PymesosDriver(self.sender)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.mesos import http1
+from engine.mesos.tls import MasterTLS
 
 log = logging.getLogger("taskledger.sender")
 
@@ -86,8 +87,11 @@ class MasterConnection:
         timeout: float,
         credential: tuple[str, str] | None = None,
         gate: Any = None,
+        tls: MasterTLS | None = None,
     ) -> None:
         self._driver = driver
+        # Over TLS, as the stream is (engine/mesos/tls_stream.py).
+        self._context = None if tls is None else tls.context
         # A replicated scheduler's gate (engine/gate.py): while it is not open (the replica
         # paused or deposed) no call goes out.
         self._gate = gate
@@ -146,7 +150,9 @@ class MasterConnection:
         if self._conn is None or master != self._master:
             self.close()
             host, _, port = master.rpartition(":")
-            self._conn = http1.Connection(host, int(port), timeout=self._timeout)
+            self._conn = http1.Connection(
+                host, int(port), timeout=self._timeout, context=self._context
+            )
             self._master = master
         return self._conn
 
