@@ -99,8 +99,8 @@ def test_a_master_that_does_not_answer(tmp_path):
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (("--master", "https://m:5050"), "pymesos speaks plain HTTP only"),
-        (("--master", "http://m:5050"), "give HOST:PORT, without a scheme"),
+        (("--master", "ftp://m:5050"), "give HOST:PORT, https://HOST:PORT or zk://"),
+        (("--master", "https://m:5050/api"), "give https://HOST:PORT, no path"),
         (("--master", "zk://z:2181"), "give the masters' ZooKeeper path, e.g. zk://z:2181/mesos"),
         (("--master", "zk://me:pw@z:2181/mesos"), "'zk://me:****@z:2181/mesos'"),
         (("--master", "m:5050", "--principal", "ops"), "--principal needs --secret-file"),

@@ -1,32 +1,46 @@
 """Finding the Mesos master `taskledger run` was pointed at, before anything is created.
 
-``--master`` is ``HOST:PORT`` (``HOST`` alone means port 5050) or
-``zk://HOST:PORT[,HOST:PORT...]/PATH``, the ZooKeeper ensemble and the path the masters
-elect their leader under (Mesos's own ``--zk`` form). pymesos, the driver, takes both; for
-``zk://`` its detector (kazoo) watches the leader and follows it when it changes.
+``--master`` is ``HOST:PORT`` (``HOST`` alone means port 5050), ``http://HOST:PORT``,
+``https://HOST:PORT`` or ``zk://HOST:PORT[,HOST:PORT...]/PATH``, the ZooKeeper ensemble and
+the path the masters elect their leader under (Mesos's own ``--zk`` form). pymesos, the
+driver, is given HOST:PORT or the zk:// address; for ``zk://`` its detector (kazoo) watches
+the leader and follows it when it changes.
+
+One rule says whether the master is reached over TLS: the scheme of a HOST:PORT master
+(``https://``), or ``--master-tls`` (``tls=True``) for any master, the one way to say it for
+``zk://``, whose leaders are HOST:PORT without a scheme. Every master then reached (the
+leader ZooKeeper names, the one a redirect names) is reached the same way.
 
 `find` checks the address and waits, up to a bound, for the master to answer (and, for
 ``zk://``, for ZooKeeper to answer and name a leader), so that a wrong address ends in one
-line naming it and not in a traceback, before the log folder exists. What pymesos cannot do
-is refused here by name rather than failing later: TLS (it speaks plain HTTP), IPv6
-literals (it splits the address on ':'), credentials inside a zk:// address.
+line naming it and not in a traceback, before the log folder exists. A master that answers
+but not as it should over TLS (a certificate not trusted or for another host, plain HTTP
+where TLS was asked for, or the reverse) ends it at once: waiting cannot change that. What
+pymesos cannot do is refused here by name rather than failing later: IPv6 literals (it
+splits the address on ':'), credentials inside a zk:// address.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import socket
+import ssl
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+from engine.mesos.tls import MasterTLS
 
 DEFAULT_PORT = 5050
 ZK_SCHEMES = ("zk://", "zoo://")
 # Mesos (>= 0.24) writes its MasterInfo as JSON in znodes named json.info_<sequence>.
 _LEADER_PREFIX = "json.info_"
 _RETRY = 0.5  # seconds between attempts while waiting for the master
+# What a master serving TLS only does to a plain request: drops it unanswered, or answers
+# with an alert (not a status line). `probe` then asks it for a TLS handshake to say so.
+_DROPPED = (ConnectionResetError, http.client.BadStatusLine)
 
 
 class MasterAddressError(ValueError):
@@ -37,6 +51,14 @@ class MasterUnreachable(RuntimeError):
     """Nothing answered as a Mesos master at the address within the wait."""
 
 
+class MasterTLSError(RuntimeError):
+    """The master answered, but TLS with it cannot work as asked (says why, in one line)."""
+
+
+class MasterTLSError(RuntimeError):
+    """The master answered, but TLS with it cannot work as configured (says why)."""
+
+
 @dataclass(frozen=True)
 class MasterAddress:
     """A checked --master value."""
@@ -44,6 +66,8 @@ class MasterAddress:
     text: str  # what pymesos is given
     zk_hosts: str | None = None  # "h1:2181,h2:2181" for zk://
     zk_path: str | None = None  # "/mesos"
+    tls: bool = False  # https://, or --master-tls
+    tls: bool = False  # every master is reached over TLS
 
     @property
     def is_zk(self) -> bool:
@@ -74,27 +98,41 @@ def _host_port(text: str, *, default_port: int | None, what: str) -> tuple[str, 
     return host, int(port)
 
 
-def parse(text: str) -> MasterAddress:
-    """The address, checked; MasterAddressError says what is wrong with it."""
+# A HOST:PORT master's scheme -> whether it is reached over TLS.
+_HTTP_SCHEMES = {"http://": False, "https://": True}
+
+
+def parse(text: str, *, tls: bool = False) -> MasterAddress:
+    """The address, checked, reached over TLS if its scheme or ``tls`` (--master-tls) says
+    so; MasterAddressError says what is wrong with it."""
     text = text.strip()
     lowered = text.lower()
-    if lowered.startswith("https://"):
-        raise MasterAddressError(
-            f"--master {text!r}: pymesos speaks plain HTTP only, so TLS to the master is not "
-            "supported; give HOST:PORT (see the README on TLS)"
-        )
-    if lowered.startswith("http://"):
-        raise MasterAddressError(f"--master {text!r}: give HOST:PORT, without a scheme")
     for scheme in ZK_SCHEMES:
         if lowered.startswith(scheme):
-            return _parse_zk(text, text[len(scheme) :])
-    if "://" in text:
-        raise MasterAddressError(f"--master {text!r}: give HOST:PORT or zk://HOST:PORT/PATH")
-    host, port = _host_port(text, default_port=DEFAULT_PORT, what="--master")
-    return MasterAddress(f"{host}:{port}")
+            return _parse_zk(text, text[len(scheme) :], tls=tls)
+    rest = text
+    for scheme, secure in _HTTP_SCHEMES.items():
+        if lowered.startswith(scheme):
+            if tls and not secure:
+                raise MasterAddressError(
+                    f"--master {text!r} says plain HTTP and --master-tls says TLS: give "
+                    "https://HOST:PORT, or drop --master-tls"
+                )
+            tls = secure
+            rest = text[len(scheme) :].rstrip("/")
+            if "/" in rest:
+                raise MasterAddressError(f"--master {text!r}: give {scheme}HOST:PORT, no path")
+            break
+    else:
+        if "://" in text:
+            raise MasterAddressError(
+                f"--master {text!r}: give HOST:PORT, https://HOST:PORT or zk://HOST:PORT/PATH"
+            )
+    host, port = _host_port(rest, default_port=DEFAULT_PORT, what="--master")
+    return MasterAddress(f"{host}:{port}", tls=tls)
 
 
-def _parse_zk(text: str, rest: str) -> MasterAddress:
+def _parse_zk(text: str, rest: str, *, tls: bool) -> MasterAddress:
     hosts, slash, path = rest.partition("/")
     if "@" in hosts:
         raise MasterAddressError(
@@ -110,7 +148,7 @@ def _parse_zk(text: str, rest: str) -> MasterAddress:
         raise MasterAddressError(f"--master {text!r}: no ZooKeeper host")
     for server in hosts.split(","):
         _host_port(server, default_port=None, what="ZooKeeper server")
-    return MasterAddress(text, hosts, "/" + path.strip("/"))
+    return MasterAddress(text, hosts, "/" + path.strip("/"), tls=tls)
 
 
 def masked(text: str) -> str:
@@ -123,19 +161,29 @@ def masked(text: str) -> str:
     return f"{scheme}{sep}{user}:****@{hosts}"
 
 
-def probe(address: str, timeout: float) -> str:
-    """The version a Mesos master at HOST:PORT reports (GET /version, as pymesos asks);
-    raises OSError if nothing answers, MasterUnreachable if something else does."""
+def probe(address: str, timeout: float, tls: MasterTLS | None = None) -> str:
+    """The version a Mesos master at HOST:PORT reports (GET /version, as pymesos asks),
+    over TLS with ``tls``; raises OSError if nothing answers, MasterTLSError if TLS with it
+    cannot work, MasterUnreachable if something else answers."""
+    host, _, port = address.rpartition(":")
+    if tls is None:
+        conn: http.client.HTTPConnection = http.client.HTTPConnection(
+            host, int(port), timeout=timeout
+        )
+    else:
+        conn = http.client.HTTPSConnection(host, int(port), timeout=timeout, context=tls.context)
     try:
-        with urllib.request.urlopen(f"http://{address}/version", timeout=timeout) as response:
-            body = response.read(65536)
-    except urllib.error.HTTPError as e:
+        conn.request("GET", "/version")
+        response = conn.getresponse()
+        status, body = response.status, response.read(65536)
+    except (OSError, http.client.HTTPException) as e:
+        raise _why(e, address, timeout, tls) from None
+    finally:
+        conn.close()
+    if status != 200:
         raise MasterUnreachable(
-            f"{address} answers HTTP {e.code} to GET /version: not a Mesos master"
-        ) from None
-    except urllib.error.URLError as e:
-        reason = e.reason
-        raise reason if isinstance(reason, OSError) else OSError(str(reason)) from None
+            f"{address} answers HTTP {status} to GET /version: not a Mesos master"
+        )
     try:
         version = json.loads(body)["version"]
         tuple(int(part) for part in str(version).split("."))  # what pymesos parses
@@ -146,12 +194,48 @@ def probe(address: str, timeout: float) -> str:
     return str(version)
 
 
-def _wait_for(address: str, deadline: float, what: str) -> str:
+def _why(
+    error: BaseException, address: str, timeout: float, tls: MasterTLS | None
+) -> BaseException:
+    """What a failed GET /version means: a MasterTLSError if TLS is why (waiting will not
+    help), else the OSError to wait on (or a MasterUnreachable for an answer not HTTP)."""
+    if tls is not None:
+        said = tls.failure(error, address)
+        if said is not None:
+            return MasterTLSError(said)
+    elif isinstance(error, _DROPPED) and speaks_tls(address, timeout):
+        return MasterTLSError(
+            f"the master at {address} answers TLS only, not plain HTTP: give --master "
+            f"https://{address} (and --ca-file if its CA is not the system's)"
+        )
+    if isinstance(error, OSError):
+        return error
+    return MasterUnreachable(f"{address} answers GET /version with no HTTP: {error!r}")
+
+
+def speaks_tls(address: str, timeout: float) -> bool:
+    """Whether whatever listens at HOST:PORT completes a TLS handshake (its certificate not
+    checked: this only tells TLS from not TLS)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    host, _, port = address.rpartition(":")
+    try:
+        with (
+            socket.create_connection((host, int(port)), timeout=timeout) as sock,
+            context.wrap_socket(sock, server_hostname=host),
+        ):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_for(address: str, deadline: float, what: str, tls: MasterTLS | None) -> str:
     last: OSError | None = None
     while True:
         left = deadline - time.monotonic()
         try:
-            return probe(address, max(0.5, min(5.0, left)))
+            return probe(address, max(0.5, min(5.0, left)), tls)
         except OSError as e:
             last = e
         left = deadline - time.monotonic()
@@ -180,14 +264,16 @@ def leader(zk: Any, path: str) -> str | None:
     return f"{ip}:{port}" if ip and port else None
 
 
-def find(address: MasterAddress, timeout: float) -> FoundMaster:
-    """Waits up to ``timeout`` seconds for the master to answer; MasterUnreachable names
-    what did not (the master, ZooKeeper, or the leader it should name)."""
+def find(address: MasterAddress, timeout: float, tls: MasterTLS | None = None) -> FoundMaster:
+    """Waits up to ``timeout`` seconds for the master to answer (over TLS with ``tls``);
+    MasterUnreachable names what did not (the master, ZooKeeper, or the leader it should
+    name), MasterTLSError why TLS with it cannot work."""
     deadline = time.monotonic() + max(0.0, timeout)
     if not address.is_zk:
-        return FoundMaster(address.text, _wait_for(address.text, deadline, "no Mesos master at"))
+        version = _wait_for(address.text, deadline, "no Mesos master at", tls)
+        return FoundMaster(address.text, version)
     master = _zk_leader(address, deadline)
-    version = _wait_for(master, deadline, f"the leading master named by {address.text} is")
+    version = _wait_for(master, deadline, f"the leading master named by {address.text} is", tls)
     return FoundMaster(master, version, address.text)
 
 

@@ -1,6 +1,6 @@
 """`taskledger run`: the embedded scheduler as a program.
 
-    taskledger run --master HOST:PORT|zk://HOST:PORT/PATH --log PATH [--job NAME ...]
+    taskledger run --master HOST:PORT|https://HOST:PORT|zk://HOST:PORT/PATH --log PATH ...
 
 Keeps N instances of a job running on the master, feeds every update into the Ledger (and
 acknowledges it only once durable), runs the reconciliation schedules, dispatches the
@@ -327,7 +327,26 @@ def print_config(ctx: click.Context, values: dict[str, Any]) -> None:
 @setting(
     "--master",
     metavar="ADDRESS",
-    help="the Mesos master: HOST:PORT, or zk://HOST:PORT[,HOST:PORT...]/PATH (required)",
+    help="the Mesos master: HOST:PORT, https://HOST:PORT (TLS), or "
+    "zk://HOST:PORT[,HOST:PORT...]/PATH (required)",
+)
+@setting(
+    "--master-tls",
+    is_flag=True,
+    help="reach every master over TLS (for zk://, whose masters have no scheme; the same as "
+    "https:// for HOST:PORT)",
+)
+@setting(
+    "--ca-file",
+    metavar="FILE",
+    help="the CA certificates (PEM) the master's certificate must chain to  "
+    "[default: the system's CAs]",
+)
+@setting("--client-cert", metavar="FILE", help="our certificate (PEM), if the master asks")
+@setting(
+    "--client-key",
+    metavar="FILE",
+    help="the private key of --client-cert (PEM)  [default: in the --client-cert file]",
 )
 @setting(
     "--master-timeout",
@@ -490,24 +509,33 @@ def _prepare(values: dict[str, Any]) -> tuple[Any, list[str]]:
     """The runtime, once everything that can be checked before the log exists is checked."""
     from engine.mesos.core import JobSpec
     from engine.mesos.runtime import Runtime, RuntimeConfig
-    from tools.mesos_master import MasterAddressError, MasterUnreachable, find, parse
+    from tools.mesos_master import (
+        MasterAddressError,
+        MasterTLSError,
+        MasterUnreachable,
+        find,
+        parse,
+    )
 
     if not values["master"]:
         raise Failed("--master is required (or TASKLEDGER_MASTER, or master = ... in --config)")
     if not values["log_path"]:
         raise Failed("--log is required (or TASKLEDGER_LOG, or log = ... in --config)")
     try:
-        address = parse(values["master"])
+        address = parse(values["master"], tls=values["master_tls"])
     except MasterAddressError as e:
         raise Failed(str(e)) from None
+    tls = _tls(values, address.tls)
     credential = _credential(values["principal"], values["secret_file"])
     local, replication = _replication(values)
     api = _api(values["api"], values["api_token_file"])
     try:
-        found = find(address, values["master_timeout"])
-    except MasterUnreachable as e:
+        found = find(address, values["master_timeout"], tls)
+    except (MasterUnreachable, MasterTLSError) as e:
         if api is not None:
             api.sock.close()
+        if isinstance(e, MasterTLSError):
+            raise Failed(str(e)) from None
         raise Failed(f"{e} (waited {values['master_timeout']:g} s: --master-timeout)") from None
     saga_options: dict[str, Any] = {}
     if values["time_scale"] != 1.0:
@@ -539,6 +567,7 @@ def _prepare(values: dict[str, Any]) -> tuple[Any, list[str]]:
         snapshots_kept=values["snapshots_kept"],
         framework_fields=framework_fields,
         credential=credential,
+        tls=tls,
         max_in_flight=values["max_in_flight"] or in_flight_for(values["time_scale"]),
         max_launching=values["max_launching"],
     )
@@ -548,6 +577,27 @@ def _prepare(values: dict[str, Any]) -> tuple[Any, list[str]]:
         services.append(api)
     port = values["metrics_port"]
     return Runtime(config, services=services, observer=None if port is None else _serve(port)), []
+
+
+TLS_FILES = ("ca_file", "client_cert", "client_key")
+
+
+def _tls(values: dict[str, Any], wanted: bool) -> Any:
+    """The TLS every connection to the master uses (None: plain HTTP), its files read."""
+    from engine.mesos.tls import MasterTLS, TLSSettings, TLSSettingsError
+
+    if not wanted:
+        given = [f"--{k.replace('_', '-')}" for k in TLS_FILES if values[k]]
+        if given:
+            raise Failed(
+                f"{given[0]} is for TLS to the master: give --master https://HOST:PORT "
+                "(or --master-tls)"
+            )
+        return None
+    try:
+        return MasterTLS(TLSSettings(**{k: values[k] for k in TLS_FILES}))
+    except TLSSettingsError as e:
+        raise Failed(str(e)) from None
 
 
 HA_OPTIONS = ("zk", "replica", "local", "password_file")
