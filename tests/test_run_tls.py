@@ -1,0 +1,348 @@
+"""`taskledger run` against a master that serves TLS (`taskledger sim --tls-cert/--tls-key`),
+with certificates made here by the openssl command line: a CA, a master certificate for
+127.0.0.1 and localhost signed by it, one for another host name signed by it, and a second
+CA that signed nothing of the master's.
+
+Over TLS the job converges (every instance RUNNING, its updates acknowledged), a scale-down
+kills a task and an operator's reconciliation is answered: the SUBSCRIBE stream (pymesos's
+IO loop on a TLS socket) and the calls' lanes both work. Each way TLS cannot work is one
+line, exit status 2, and no log folder: a certificate not trusted by the CA file, one for
+another host, a CA file missing or not PEM, an https master that answers plain HTTP and a
+plain one that answers TLS only."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from click.testing import CliRunner
+
+from engine.ledger import Ledger
+from engine.mesos.tls import MasterTLS, TLSSettings
+from engine.mesos.tls_stream import _TLSSocket
+from tools.cli import cli
+from tools.sim_master.cluster import SimConfig
+from tools.sim_master.server import BackgroundSim
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("TASKLEDGER_")}
+NO_SETTINGS = {k: None for k in os.environ if k.startswith("TASKLEDGER_")}  # for CliRunner
+
+
+class PKI(NamedTuple):
+    ca: Path  # the CA that signed the master's certificates
+    other_ca: Path  # a CA that signed none of them
+    cert: Path  # the master's, for 127.0.0.1 and localhost
+    key: Path
+    wrong_cert: Path  # the master's, for master.example only
+    wrong_key: Path
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+def _ca(folder: Path, name: str) -> tuple[Path, Path]:
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    _openssl(
+        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+        *("-nodes", "-keyout", key, "-out", cert, "-subj", f"/CN={name}", "-days", "2"),
+        *("-addext", "basicConstraints=critical,CA:TRUE"),
+        *("-addext", "keyUsage=critical,keyCertSign"),
+    )
+    return cert, key
+
+
+def _signed(folder: Path, name: str, names: str, ca: tuple[Path, Path]) -> tuple[Path, Path]:
+    cert, key, csr = (folder / f"{name}{ext}" for ext in (".pem", ".key", ".csr"))
+    extensions = folder / f"{name}.ext"
+    extensions.write_text(f"basicConstraints=CA:FALSE\nsubjectAltName={names}\n")
+    _openssl(
+        *("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
+        *("-keyout", key, "-out", csr, "-subj", f"/CN={name}"),
+    )
+    _openssl(
+        *("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-set_serial", "2"),
+        *("-out", cert, "-days", "2", "-extfile", extensions),
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> PKI:
+    folder = tmp_path_factory.mktemp("pki")
+    ca = _ca(folder, "test-ca")
+    other, _ = _ca(folder, "other-ca")
+    cert, key = _signed(folder, "master", "IP:127.0.0.1,DNS:localhost", ca)
+    wrong_cert, wrong_key = _signed(folder, "elsewhere", "DNS:master.example", ca)
+    return PKI(ca[0], other, cert, key, wrong_cert, wrong_key)
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+# -- the stream's socket: nothing left inside the SSL object -----------------------------------
+
+
+def test_a_read_hands_over_everything_already_decrypted(pki):
+    """One TLS record holds up to 16 KB and pymesos reads 4 KB at a time: what a read
+    leaves inside the SSL object, select never sees, so it would wait for the master's
+    next bytes (a heartbeat, 15 s later). The stream's socket hands all of it over."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    payload = os.urandom(12_000)  # one record, three of pymesos's reads
+    sent = threading.Event()
+
+    def serve() -> None:
+        sock, _ = listener.accept()
+        with server_context(pki.cert, pki.key).wrap_socket(sock, server_side=True) as tls:
+            tls.sendall(payload)
+            sent.set()
+            tls.recv(1)  # until the client closes
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    context = MasterTLS(TLSSettings(ca_file=str(pki.ca))).context
+    with context.wrap_socket(
+        socket.create_connection(listener.getsockname()), server_hostname="127.0.0.1"
+    ) as raw:
+        assert sent.wait(10)
+        raw.setblocking(False)
+        stream = _TLSSocket(raw)
+        got = b""
+        while not got:  # as pymesos's loop: select, then read (TLS 1.3's tickets come first)
+            assert select.select([stream], [], [], 5)[0]
+            with contextlib.suppress(BlockingIOError):
+                got = stream.recv(4096)
+        assert got == payload  # one read: the whole record, not 4 KB of it
+        assert raw.pending() == 0
+        with pytest.raises(BlockingIOError):  # nothing more yet: pymesos's EAGAIN
+            stream.recv(4096)
+    server.join(10)
+    listener.close()
+
+
+# -- a job over TLS -------------------------------------------------------------------------------
+
+
+def _https_json(url: str, ca: Path) -> dict:
+    import json
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=str(ca))
+    with urllib.request.urlopen(url, timeout=5, context=context) as response:
+        return json.loads(response.read())
+
+
+def _until(predicate, timeout: float, what: str, proc: subprocess.Popen, err: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, err.read_text()
+        assert time.monotonic() < deadline, f"{what}: {err.read_text()}"
+        time.sleep(0.2)
+
+
+def test_a_job_converges_is_scaled_down_and_reconciled_over_tls(pki, tmp_path):
+    sim = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "tools.cli", "sim", "--port", "0", "--agents", "2"),
+            *("--time-scale", "20", "--tls-cert", pki.cert, "--tls-key", pki.key),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=CLEAN_ENV,
+    )
+    log, err = tmp_path / "log", tmp_path / "stderr"
+    try:
+        banner = sim.stdout.readline()  # taskledger sim: master on 127.0.0.1:PORT (https), ...
+        assert "(https)" in banner, banner
+        address = banner.split(" on ", 1)[1].split(" ", 1)[0]
+        state = f"https://{address}/state"
+
+        def live() -> dict[str, str]:
+            return {
+                t["task_id"]: t["agent_state"]
+                for t in _https_json(state, pki.ca)["tasks"]
+                if t["agent_state"] in ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING")
+            }
+
+        def acknowledged_running() -> set[str]:
+            acks = _https_json(state, pki.ca)["acknowledged"]
+            return {a["task_id"] for a in acks if a["state"] == "TASK_RUNNING"}
+
+        with open(err, "w") as stderr:
+            run = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "tools.cli", "run", "--log", str(log)),
+                    *("--master", f"https://{address}", "--ca-file", str(pki.ca)),
+                    *("--instances", "2", "--time-scale", "20", "--heartbeat", "0.75"),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=CLEAN_ENV,
+            )
+        try:
+            both = lambda: sorted(live().values()) == ["TASK_RUNNING"] * 2  # noqa: E731
+            _until(both, 45, "two tasks RUNNING", run, err)
+            _until(lambda: set(live()) <= acknowledged_running(), 15, "acked", run, err)
+            scaled = subprocess.run(
+                [sys.executable, "-m", "tools.cli", "ctl", "scale", "1", "--log", str(log)],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=CLEAN_ENV,
+            )
+            assert scaled.returncode == 0, scaled.stderr
+            _until(lambda: len(live()) == 1, 30, "one task killed", run, err)
+            run.send_signal(signal.SIGUSR1)  # an explicit reconciliation, now
+            time.sleep(3)
+        finally:
+            run.send_signal(signal.SIGTERM)
+            code = run.wait(30)
+        assert code == 0, err.read_text()
+    finally:
+        sim.terminate()
+        sim.wait(30)
+    killed = [t for t in _events(log, "StatusUpdateReceived") if t.state == "TASK_KILLED"]
+    assert len(killed) == 1, killed
+    started = {e.run_id for e in _events(log, "ReconciliationStarted") if e.trigger == "operator"}
+    answered = [
+        e for e in _events(log, "ReconciliationCompleted") if e.run_id in started and e.answers
+    ]
+    assert answered, (started, err.read_text())
+    assert f"master {address}" in err.read_text().splitlines()[0]
+
+
+def _events(log: Path, topic: str) -> list:
+    with Ledger.open(log, durable=False) as ledger:
+        return [e for _, e in ledger.events(1) if type(e).__name__ == topic]
+
+
+# -- what cannot work: one line, exit 2, nothing left behind ------------------------------------
+
+
+class Masters(NamedTuple):
+    tls: str  # HOST:PORT of a master with the right certificate
+    wrong_name: str  # ... with a certificate for master.example
+    plain: str  # ... serving plain HTTP
+
+
+@pytest.fixture(scope="module")
+def masters(pki):
+    config = SimConfig(agents=1)
+    with (
+        BackgroundSim(config, ssl_context=server_context(pki.cert, pki.key)) as tls,
+        BackgroundSim(config, ssl_context=server_context(pki.wrong_cert, pki.wrong_key)) as wrong,
+        BackgroundSim(config) as plain,
+    ):
+        yield Masters(tls.address, wrong.address, plain.address)
+
+
+def refused(tmp_path: Path, *args: str) -> str:
+    """The one line `taskledger run` refuses with (in this process: it refuses before it
+    configures logging or imports the driver); its log folder must not exist."""
+    log = tmp_path / "log"
+    result = CliRunner().invoke(
+        cli,
+        ["run", "--log", str(log), "--master-timeout", "5", "--api", "off", *args],
+        env=NO_SETTINGS,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert not log.exists()
+    return lines[0]
+
+
+def test_a_certificate_the_ca_file_does_not_trust(pki, masters, tmp_path):
+    line = refused(tmp_path, "--master", f"https://{masters.tls}", "--ca-file", str(pki.other_ca))
+    assert line == (
+        f"taskledger run: the certificate of the master at {masters.tls} is not trusted by "
+        f"the CA file {pki.other_ca} (unable to get local issuer certificate)"
+    )
+
+
+def test_without_a_ca_file_the_systems_cas_decide(masters, tmp_path):
+    line = refused(tmp_path, "--master", f"https://{masters.tls}")
+    assert f"{masters.tls} is not trusted by the system's CAs" in line, line
+
+
+def test_a_certificate_for_another_host(pki, masters, tmp_path):
+    line = refused(tmp_path, "--master", f"https://{masters.wrong_name}", "--ca-file", str(pki.ca))
+    assert line.startswith(
+        f"taskledger run: the certificate of the master at {masters.wrong_name} is not for "
+        "127.0.0.1 (IP address mismatch"
+    ), line
+
+
+@pytest.mark.parametrize(
+    ("ca_file", "says"),
+    [
+        ("missing.pem", "no such file"),
+        (".", "a folder, not a file"),
+        ("master.key", "does not hold a certificate in PEM (NO_CERTIFICATE_OR_CRL_FOUND)"),
+    ],
+)
+def test_a_ca_file_that_cannot_be_used(pki, masters, tmp_path, ca_file, says):
+    path = os.path.normpath(pki.ca.parent / ca_file)
+    line = refused(tmp_path, "--master", f"https://{masters.tls}", "--ca-file", path)
+    assert line == f"taskledger run: --ca-file {path}: {says}"
+
+
+def test_an_https_master_that_answers_plain_http(pki, masters, tmp_path):
+    line = refused(tmp_path, "--master", f"https://{masters.plain}", "--ca-file", str(pki.ca))
+    assert line == (
+        f"taskledger run: the master at {masters.plain} answers plain HTTP, not TLS: drop "
+        "https:// (or --master-tls)"
+    )
+
+
+def test_a_plain_master_that_answers_tls_only(masters, tmp_path):
+    line = refused(tmp_path, "--master", masters.tls)
+    assert line == (
+        f"taskledger run: the master at {masters.tls} answers TLS only, not plain HTTP: give "
+        f"--master https://{masters.tls} (and --ca-file if its CA is not the system's)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--master", "m:5050", "--ca-file", "ca.pem"), "--ca-file is for TLS to the master"),
+        (("--master", "http://m:5050", "--master-tls"), "says plain HTTP and --master-tls"),
+        (("--master", "https://m:5050", "--client-key", "k.pem"), "--client-key needs"),
+    ],
+)
+def test_tls_settings_that_contradict_each_other(tmp_path, args, says):
+    assert says in refused(tmp_path, *args)
+
+
+def test_the_tls_settings_come_from_a_file_and_the_environment(pki, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(f'master = "zk://z:2181/mesos"\nmaster-tls = true\nca-file = "{pki.ca}"\n')
+    result = CliRunner().invoke(
+        cli,
+        ["run", "--config", str(config), "--print-config"],
+        env={**NO_SETTINGS, "TASKLEDGER_CLIENT_CERT": "/etc/taskledger/me.pem"},
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert f"master-tls = true  # file: {config}" in lines
+    assert f'ca-file = "{pki.ca}"  # file: {config}' in lines
+    assert 'client-cert = "/etc/taskledger/me.pem"  # environment: TASKLEDGER_CLIENT_CERT' in lines
