@@ -346,3 +346,87 @@ def test_the_tls_settings_come_from_a_file_and_the_environment(pki, tmp_path):
     assert f"master-tls = true  # file: {config}" in lines
     assert f'ca-file = "{pki.ca}"  # file: {config}' in lines
     assert 'client-cert = "/etc/taskledger/me.pem"  # environment: TASKLEDGER_CLIENT_CERT' in lines
+
+
+# -- a client certificate, and masters found through ZooKeeper ----------------------------------
+
+
+def test_a_master_that_asks_for_a_client_certificate(pki):
+    """--client-cert/--client-key: the master (CERT_REQUIRED, our CA) answers with one,
+    and does not without."""
+    from tools.mesos_master import probe
+
+    context = server_context(pki.cert, pki.key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(pki.ca)
+    with BackgroundSim(SimConfig(agents=1), ssl_context=context) as sim:
+        ours = TLSSettings(ca_file=str(pki.ca), client_cert=str(pki.cert), client_key=str(pki.key))
+        assert probe(sim.address, 5, MasterTLS(ours)) == "1.11.0"
+        with pytest.raises(OSError):  # the master drops it after the handshake
+            probe(sim.address, 5, MasterTLS(TLSSettings(ca_file=str(pki.ca))))
+
+
+@pytest.fixture
+def zk_path(zookeeper):
+    """A fresh masters' path in the session's ZooKeeper, and a way to register a master in
+    it as Mesos does (its MasterInfo as JSON in an ephemeral json.info_ znode)."""
+    import json
+    import uuid
+
+    from kazoo.client import KazooClient
+
+    client = KazooClient(hosts=zookeeper.hosts)
+    client.start(timeout=10)
+    path = f"/mesos-tls-{uuid.uuid4().hex[:8]}"
+
+    def register(address: str) -> None:
+        host, port = address.rsplit(":", 1)
+        info = {"address": {"hostname": host, "ip": host, "port": int(port)}, "hostname": host}
+        client.create(
+            f"{path}/json.info_",
+            json.dumps(info).encode(),
+            ephemeral=True,
+            sequence=True,
+            makepath=True,
+        )
+
+    try:
+        yield f"zk://{zookeeper.hosts}{path}", register
+    finally:
+        client.delete(path, recursive=True)
+        client.stop()
+        client.close()
+
+
+def test_the_leader_zookeeper_names_is_reached_over_tls_with_master_tls(pki, zk_path, tmp_path):
+    master, register = zk_path
+    log, err = tmp_path / "log", tmp_path / "stderr"
+    context = server_context(pki.cert, pki.key)
+    with BackgroundSim(SimConfig(agents=1), time_scale=20, ssl_context=context) as sim:
+        register(sim.address)
+        line = refused(tmp_path, "--master", master)  # the leader serves TLS only
+        assert f"the master at {sim.address} answers TLS only" in line, line
+        with open(err, "w") as stderr:
+            run = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "tools.cli", "run", "--log", str(log), "--api", "off"),
+                    *("--master", master, "--master-tls", "--ca-file", str(pki.ca)),
+                    *("--instances", "1", "--time-scale", "20"),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=CLEAN_ENV,
+            )
+        try:
+
+            def running() -> bool:
+                tasks = _https_json(f"{sim.url}/state", pki.ca)["tasks"]
+                return [t["agent_state"] for t in tasks] == ["TASK_RUNNING"]
+
+            _until(running, 45, "the task RUNNING", run, err)
+        finally:
+            run.send_signal(signal.SIGTERM)
+            code = run.wait(30)
+    assert code == 0, err.read_text()
+    assert master in err.read_text().splitlines()[0]
