@@ -52,10 +52,6 @@ class MasterUnreachable(RuntimeError):
 
 
 class MasterTLSError(RuntimeError):
-    """The master answered, but TLS with it cannot work as asked (says why, in one line)."""
-
-
-class MasterTLSError(RuntimeError):
     """The master answered, but TLS with it cannot work as configured (says why)."""
 
 
@@ -66,7 +62,6 @@ class MasterAddress:
     text: str  # what pymesos is given
     zk_hosts: str | None = None  # "h1:2181,h2:2181" for zk://
     zk_path: str | None = None  # "/mesos"
-    tls: bool = False  # https://, or --master-tls
     tls: bool = False  # every master is reached over TLS
 
     @property
