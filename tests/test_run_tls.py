@@ -1,7 +1,7 @@
 """`taskledger run` against a master that serves TLS (`taskledger sim --tls-cert/--tls-key`),
-with certificates made here by the openssl command line: a CA, a master certificate for
-127.0.0.1 and localhost signed by it, one for another host name signed by it, and a second
-CA that signed nothing of the master's.
+with certificates made here (tools/throwaway_pki.py: the openssl command line): a CA, a
+master certificate for 127.0.0.1 and localhost signed by it, one for another host name
+signed by it, and a second CA that signed nothing of the master's.
 
 Over TLS the job converges (every instance RUNNING, its updates acknowledged), a scale-down
 kills a task and an operator's reconciliation is answered: the SUBSCRIBE stream (pymesos's
@@ -30,6 +30,7 @@ from click.testing import CliRunner
 
 from engine.mesos.tls import MasterTLS, TLSSettings
 from engine.mesos.tls_stream import _TLSSocket
+from tools import throwaway_pki
 from tools.cli import cli
 from tools.readonly import ReadOnlyLedger
 from tools.sim_master.cluster import SimConfig
@@ -49,44 +50,13 @@ class PKI(NamedTuple):
     wrong_key: Path
 
 
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-
-def _ca(folder: Path, name: str) -> tuple[Path, Path]:
-    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
-    _openssl(
-        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-        *("-nodes", "-keyout", key, "-out", cert, "-subj", f"/CN={name}", "-days", "2"),
-        *("-addext", "basicConstraints=critical,CA:TRUE"),
-        *("-addext", "keyUsage=critical,keyCertSign"),
-    )
-    return cert, key
-
-
-def _signed(folder: Path, name: str, names: str, ca: tuple[Path, Path]) -> tuple[Path, Path]:
-    cert, key, csr = (folder / f"{name}{ext}" for ext in (".pem", ".key", ".csr"))
-    extensions = folder / f"{name}.ext"
-    extensions.write_text(f"basicConstraints=CA:FALSE\nsubjectAltName={names}\n")
-    _openssl(
-        *("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
-        *("-keyout", key, "-out", csr, "-subj", f"/CN={name}"),
-    )
-    _openssl(
-        *("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-set_serial", "2"),
-        *("-out", cert, "-days", "2", "-extfile", extensions),
-    )
-    return cert, key
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> PKI:
     folder = tmp_path_factory.mktemp("pki")
-    ca = _ca(folder, "test-ca")
-    other, _ = _ca(folder, "other-ca")
-    cert, key = _signed(folder, "master", "IP:127.0.0.1,DNS:localhost", ca)
-    wrong_cert, wrong_key = _signed(folder, "elsewhere", "DNS:master.example", ca)
-    return PKI(ca[0], other, cert, key, wrong_cert, wrong_key)
+    ca, master = throwaway_pki.local_master(folder)
+    other = throwaway_pki.ca(folder, "other-ca")
+    wrong = throwaway_pki.signed(folder, "elsewhere", "DNS:master.example", ca)
+    return PKI(ca.cert, other.cert, master.cert, master.key, wrong.cert, wrong.key)
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
