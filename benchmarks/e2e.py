@@ -1,6 +1,6 @@
 """End to end at scale: `taskledger sim` and `taskledger run`, two processes over HTTP.
 
-    .venv/bin/python -m benchmarks.e2e [--tasks 100000] [--json e2e.json]
+    .venv/bin/python -m benchmarks.e2e [--tasks 100000] [--tls] [--json e2e.json]
 
 The production path a user runs (pymesos -> SchedulerCore -> Ledger -> ACKNOWLEDGE), with N
 tasks of 0.01 cpus on N/250 agents of 100 cpus, time compressed 10x (tools/scale_run.py):
@@ -16,6 +16,9 @@ Side by side in the same run, on the same master and the same N tasks:
   batches sent back to back from a thread of their own;
 - Aurora's pace: 1,000 tasks per 5 s (its explicit reconciliation's batch and delay),
   computed.
+
+With --tls the master serves https (throwaway certificates) and both schedulers, taskledger
+and the ceiling, reach it over TLS: run it with and without to see what TLS costs.
 
 It prints a table and writes JSON (--json): answers per second, the ratio to the ceiling,
 the mean events per group commit during each burst (the scheduler's commit histogram,
@@ -44,12 +47,18 @@ RECONCILE_BATCH = 1000
 
 
 # -- the ceiling: pymesos into a scheduler that only counts -------------------------------------
-def counting_scheduler(master: str, log: str, timeout: float) -> dict[str, Any]:
+def counting_scheduler(
+    master: str, log: str, timeout: float, ca_file: str | None = None
+) -> dict[str, Any]:
     """Subscribes as the log's framework with pymesos, asks for an explicit reconciliation
     of every task the log's Mesos view holds, then an implicit one; returns how fast each
-    was answered. Run in a process of its own (pymesos installs a SIGINT handler)."""
-    from pymesos import MesosSchedulerDriver, Scheduler
+    was answered. Run in a process of its own (pymesos installs a SIGINT handler). With
+    ``ca_file``, over TLS as taskledger's driver reaches it (pymesos's driver with the
+    stream and its calls on TLS sockets, engine/mesos/scheduler.py)."""
+    from pymesos import Scheduler
 
+    from engine.mesos.scheduler import _Driver
+    from engine.mesos.tls import MasterTLS, TLSSettings
     from tools.readonly import ReadOnlyLedger
 
     with ReadOnlyLedger.open(log) as ledger:
@@ -89,7 +98,8 @@ def counting_scheduler(master: str, log: str, timeout: float) -> dict[str, Any]:
         "failover_timeout": 3600.0,
         "capabilities": [{"type": "PARTITION_AWARE"}],
     }
-    driver = MesosSchedulerDriver(Counting(), framework, master, failover=True, timeout=30)
+    driver = _Driver(Counting(), framework, master, failover=True, timeout=30)
+    driver.tls = None if ca_file is None else MasterTLS(TLSSettings(ca_file=ca_file))
     driver.start()
     try:
         if not subscribed.wait(60):
@@ -131,8 +141,9 @@ def counting_scheduler(master: str, log: str, timeout: float) -> dict[str, Any]:
 
 
 def ceiling(run: ScaleRun, timeout: float) -> dict[str, Any]:
+    tls = [] if run.ca_file is None else ["--counting-ca", run.ca_file]
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.e2e", "--counting", run.master, run.log],
+        [sys.executable, "-m", "benchmarks.e2e", "--counting", run.master, run.log, *tls],
         capture_output=True,
         text=True,
         timeout=timeout + 120,
@@ -159,6 +170,7 @@ def measure(args: argparse.Namespace, folder: str) -> dict[str, Any]:
         run_args=tuple(args.run_arg),
         progress=print,
         timeout=args.timeout,
+        tls=args.tls,
     )
     load = os.getloadavg()
     try:
@@ -178,6 +190,7 @@ def measure(args: argparse.Namespace, folder: str) -> dict[str, Any]:
         run.stop()
     return {
         "tasks": args.tasks,
+        "tls": args.tls,
         "agents": run.agents,
         "time_scale": args.time_scale,
         "load_average_before": load,
@@ -287,7 +300,8 @@ def report(result: dict[str, Any]) -> None:
     headers = ("measure", "taskledger", "ceiling", "ratio", "Aurora", "target")
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     print(
-        f"\nend to end, {n:,} tasks on {result['agents']} agents (time scale "
+        f"\nend to end{' over TLS' if result['tls'] else ''}, {n:,} tasks on "
+        f"{result['agents']} agents (time scale "
         f"{result['time_scale']:g}; load average {result['load_average_before'][0]:.1f} "
         f"before, {result['load_average_after'][0]:.1f} after)"
     )
@@ -309,10 +323,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=1800.0, help="per phase (s)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--keep", default=None, help="keep the logs in this folder")
+    parser.add_argument("--tls", action="store_true", help="the master serves https")
     parser.add_argument("--counting", nargs=2, metavar=("MASTER", "LOG"), help=argparse.SUPPRESS)
+    parser.add_argument("--counting-ca", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.counting:
-        print(json.dumps(counting_scheduler(*args.counting, timeout=args.timeout)))
+        found = counting_scheduler(*args.counting, timeout=args.timeout, ca_file=args.counting_ca)
+        print(json.dumps(found))
         return
     folder = args.keep or tempfile.mkdtemp(prefix="e2e-")
     os.makedirs(folder, exist_ok=True)

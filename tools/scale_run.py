@@ -14,7 +14,9 @@ signal for the operator's reconciliation. Nothing reaches into either process.
 Each phase returns a `Burst`: how long it took, the answers it recorded and how fast
 (between the first and the last, by the times the log gives them), and the mean events per
 group commit over the phase (from the scheduler's commit histogram). `taskledger demo
---tasks N` shows it with progress; benchmarks/e2e.py adds the ceilings beside it.
+--tasks N` shows it with progress; benchmarks/e2e.py adds the ceilings beside it. With
+``tls=True`` the master serves https with throwaway certificates (tools/throwaway_pki.py)
+and everything that reaches it (the scheduler, the admin API) speaks TLS.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -127,8 +130,12 @@ class ScaleRun:
         run_args: tuple[str, ...] = (),
         progress: Callable[[str], None] = lambda line: None,
         timeout: float = 1800.0,
+        tls: bool = False,
     ) -> None:
         self.tasks, self.folder, self.time_scale = tasks, folder, time_scale
+        self.tls = tls
+        self.ca_file: str | None = None  # with tls: the CA the master's certificate is of
+        self._context: ssl.SSLContext | None = None
         self.max_in_flight = max_in_flight
         self.run_args = tuple(run_args)  # more options of taskledger run
         self.progress = progress
@@ -154,6 +161,16 @@ class ScaleRun:
     def start(self) -> None:
         """Starts the master and measures both processes' empty baselines."""
         port = self.master.rsplit(":", 1)[1]
+        serve_tls: list[str] = []
+        if self.tls:
+            from pathlib import Path
+
+            from tools.throwaway_pki import local_master
+
+            ca, cert = local_master(Path(self.folder))
+            self.ca_file = str(ca.cert)
+            self._context = ssl.create_default_context(cafile=self.ca_file)
+            serve_tls = ["--tls-cert", str(cert.cert), "--tls-key", str(cert.key)]
         self.sim = self._spawn(
             "sim",
             [
@@ -168,6 +185,7 @@ class ScaleRun:
                 str(AGENT_MEM),
                 "--time-scale",
                 str(self.time_scale),
+                *serve_tls,
             ],
         )
         self._wait(lambda: self._master_up(), 60, "the master to listen")
@@ -185,7 +203,7 @@ class ScaleRun:
         args = [
             "run",
             "--master",
-            self.master,
+            self.master_url,
             "--log",
             log,
             "--instances",
@@ -203,6 +221,8 @@ class ScaleRun:
         ]
         if self.max_in_flight is not None:
             args += ["--max-in-flight", str(self.max_in_flight)]
+        if self.ca_file is not None:
+            args += ["--ca-file", self.ca_file]
         return self._spawn(name, [*args, *self.run_args])
 
     def _terminate(self, proc: subprocess.Popen[bytes]) -> int:
@@ -229,9 +249,15 @@ class ScaleRun:
                 raise RuntimeError(f"taskledger run exited {code}: {self._stderr('run')}")
 
     # -- observing ---------------------------------------------------------------------------
+    @property
+    def master_url(self) -> str:
+        """The master as `taskledger run --master` takes it (https:// with tls)."""
+        return f"{'https' if self.tls else 'http'}://{self.master}"
+
     def _master_up(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.master}/version", timeout=2) as r:
+            url = f"{self.master_url}/version"
+            with urllib.request.urlopen(url, timeout=2, context=self._context) as r:
                 return r.status == 200
         except OSError:
             return False
@@ -270,11 +296,11 @@ class ScaleRun:
 
     def inject(self, fault: dict[str, Any]) -> None:
         request = urllib.request.Request(
-            f"http://{self.master}/admin/fault",
+            f"{self.master_url}/admin/fault",
             data=json.dumps(fault).encode(),
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=30) as r:
+        with urllib.request.urlopen(request, timeout=30, context=self._context) as r:
             if r.status != 200:
                 raise RuntimeError(f"fault {fault} refused: {r.status}")
 
