@@ -34,9 +34,8 @@ from engine.mesos.tls import MasterTLS
 
 _PLAIN = process.Connection
 _NOT_YET = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
-# How much one read hands pymesos's parser at most, when nothing is left inside the SSL
-# object (select then still sees what waits in the socket).
-_MAX_READ = 1 << 20
+# A TLS record's payload is at most 16 KB: one recv of this size takes a whole record.
+_RECORD = 16 * 1024
 
 
 class _TLSSocket:
@@ -58,28 +57,29 @@ class _TLSSocket:
             raise BlockingIOError(errno.EAGAIN, "TLS: not yet") from None
 
     def recv(self, size: int) -> bytes:
-        """Everything decrypted that is there now (up to about a megabyte, never leaving
-        bytes inside the SSL object); b"" once the master closed; EAGAIN if nothing is there
-        yet."""
+        """The next record's bytes, all of them (``size`` is pymesos's 4 KB: the rest of
+        the record would stay inside the SSL object, unseen by select); b"" once the master
+        closed; EAGAIN if no whole record is there yet.
+
+        One record, not all the socket holds: the records behind it wait in the socket,
+        where select sees them, and pymesos's parser copies what is left of its buffer
+        once per event, so a read of a megabyte (a stream held back by the in-flight bound
+        piles up) costs it time quadratic in the read."""
         chunks: list[bytes] = []
-        total = 0
-        closed = False
         while True:
             try:
-                chunk = self._ssl.recv(max(size, 16 * 1024))
+                chunk = self._ssl.recv(max(size, _RECORD))
             except _NOT_YET:
                 break
             if not chunk:  # closed: said now, or at the next read (select sees the EOF)
-                closed = True
-                break
+                if chunks:
+                    break
+                return b""
             chunks.append(chunk)
-            total += len(chunk)
-            if total >= _MAX_READ and not self._ssl.pending():
+            if not self._ssl.pending():
                 break
         if chunks:
             return b"".join(chunks)
-        if closed:
-            return b""
         raise BlockingIOError(errno.EAGAIN, "TLS: nothing yet")
 
 
