@@ -401,3 +401,59 @@ def test_the_leader_zookeeper_names_is_reached_over_tls_with_master_tls(pki, zk_
             code = run.wait(30)
     assert code == 0, err.read_text()
     assert master in err.read_text().splitlines()[0]
+
+
+def test_a_redirect_to_the_leading_master_keeps_tls(pki, tmp_path):
+    """A master that is not the leader answers SUBSCRIBE with 307 and the leader's address
+    (Mesos's Location has no scheme: //HOST:PORT/...): the leader is reached over TLS too,
+    the stream and the calls (the job runs there)."""
+    import http.server
+
+    log, err = tmp_path / "log", tmp_path / "stderr"
+    context = server_context(pki.cert, pki.key)
+    with BackgroundSim(SimConfig(agents=1), time_scale=20, ssl_context=context) as leader:
+
+        class NotLeading(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802  (the start-up probe's GET /version)
+                self._answer(200, b'{"version": "1.11.0"}')
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self._answer(307, b"", {"Location": f"//{leader.address}/api/v1/scheduler"})
+
+            def _answer(self, status: int, body: bytes, headers: dict | None = None) -> None:
+                self.send_response(status)
+                for name, value in {**(headers or {}), "Content-Length": len(body)}.items():
+                    self.send_header(name, str(value))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotLeading)
+        other.socket = context.wrap_socket(other.socket, server_side=True)
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        try:
+            run = start_run(
+                *("--log", str(log), "--api", "off", "--instances", "1"),
+                *("--master", f"https://127.0.0.1:{other.server_address[1]}"),
+                *("--ca-file", str(pki.ca)),
+                stderr=err,
+            )
+            try:
+
+                def running() -> bool:
+                    tasks = _https_json(f"{leader.url}/state", pki.ca)["tasks"]
+                    return [t["agent_state"] for t in tasks] == ["TASK_RUNNING"]
+
+                _until(running, 45, "the task RUNNING on the leader", run, err)
+                acked = lambda: _https_json(f"{leader.url}/state", pki.ca)["acknowledged"]  # noqa: E731
+                _until(acked, 15, "its updates acknowledged", run, err)
+            finally:
+                run.send_signal(signal.SIGTERM)
+                code = run.wait(30)
+        finally:
+            other.shutdown()
+            other.server_close()
+    assert code == 0, err.read_text()
