@@ -185,7 +185,8 @@ def test_a_job_converges_is_scaled_down_and_reconciled_over_tls(pki, tmp_path):
         sim.wait(30)
     killed = [t for t in _events(log, "StatusUpdateReceived") if t.state == "TASK_KILLED"]
     assert len(killed) == 1, killed
-    assert f"master {address}" in err.read_text().splitlines()[0]
+    started = err.read_text().splitlines()[0]  # the start-up line says how it connected
+    assert f"master {address} over TLS (trusting the CA file {pki.ca})," in started, started
 
 
 def start_run(*args: str, stderr: Path) -> subprocess.Popen:

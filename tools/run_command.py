@@ -227,6 +227,8 @@ class _Announce:
         self._runtime = runtime
         found, config = self.found, self.config
         via = f" (leader named by {masked(found.via)})" if found.via else ""
+        if config.tls is not None:
+            via += f" over TLS (trusting {config.tls.settings.trusted})"
         who = f"framework {config.framework_name!r} as user {config.user!r}"
         for key in ("principal", "role"):
             if config.framework_fields.get(key):

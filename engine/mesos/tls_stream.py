@@ -36,6 +36,8 @@ _PLAIN = process.Connection
 _NOT_YET = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 # A TLS record's payload is at most 16 KB: one recv of this size takes a whole record.
 _RECORD = 16 * 1024
+# What one read hands pymesos at most, in whole records (see `_TLSSocket.recv`).
+_MAX_READ = 64 * 1024
 
 
 class _TLSSocket:
@@ -57,15 +59,18 @@ class _TLSSocket:
             raise BlockingIOError(errno.EAGAIN, "TLS: not yet") from None
 
     def recv(self, size: int) -> bytes:
-        """The next record's bytes, all of them (``size`` is pymesos's 4 KB: the rest of
-        the record would stay inside the SSL object, unseen by select); b"" once the master
-        closed; EAGAIN if no whole record is there yet.
+        """The whole records there now, up to about 64 KB (``size`` is pymesos's 4 KB: the
+        rest of a record would stay inside the SSL object, unseen by select); b"" once the
+        master closed; EAGAIN if no whole record is there yet.
 
-        One record, not all the socket holds: the records behind it wait in the socket,
-        where select sees them, and pymesos's parser copies what is left of its buffer
-        once per event, so a read of a megabyte (a stream held back by the in-flight bound
-        piles up) costs it time quadratic in the read."""
+        Several records: a master may write one per event (asyncio's TLS does), and a
+        select and a read per event costs the IO thread more than the events. Not all
+        the socket holds: pymesos's parser copies what is left of its buffer once per
+        event, so a read of a megabyte (a stream held back by the in-flight bound piles
+        up) costs it time quadratic in the read; what is not read waits in the socket,
+        where select sees it."""
         chunks: list[bytes] = []
+        total = 0
         while True:
             try:
                 chunk = self._ssl.recv(max(size, _RECORD))
@@ -76,7 +81,8 @@ class _TLSSocket:
                     break
                 return b""
             chunks.append(chunk)
-            if not self._ssl.pending():
+            total += len(chunk)
+            if total >= _MAX_READ and not self._ssl.pending():
                 break
         if chunks:
             return b"".join(chunks)
