@@ -117,6 +117,12 @@ def _https_json(url: str, ca: Path) -> dict:
         return json.loads(response.read())
 
 
+def one_running(sim_url: str, ca: Path) -> bool:
+    """Whether the simulated master at ``sim_url`` (https) runs one task, and only it."""
+    tasks = _https_json(f"{sim_url}/state", ca)["tasks"]
+    return [t["agent_state"] for t in tasks] == ["TASK_RUNNING"]
+
+
 def _until(predicate, timeout: float, what: str, proc: subprocess.Popen, err: Path) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -391,12 +397,7 @@ def test_the_leader_zookeeper_names_is_reached_over_tls_with_master_tls(pki, zk_
             stderr=err,
         )
         try:
-
-            def running() -> bool:
-                tasks = _https_json(f"{sim.url}/state", pki.ca)["tasks"]
-                return [t["agent_state"] for t in tasks] == ["TASK_RUNNING"]
-
-            _until(running, 45, "the task RUNNING", run, err)
+            _until(lambda: one_running(sim.url, pki.ca), 45, "the task RUNNING", run, err)
         finally:
             run.send_signal(signal.SIGTERM)
             code = run.wait(30)
@@ -443,11 +444,7 @@ def test_a_redirect_to_the_leading_master_keeps_tls(pki, tmp_path):
                 stderr=err,
             )
             try:
-
-                def running() -> bool:
-                    tasks = _https_json(f"{leader.url}/state", pki.ca)["tasks"]
-                    return [t["agent_state"] for t in tasks] == ["TASK_RUNNING"]
-
+                running = lambda: one_running(leader.url, pki.ca)  # noqa: E731
                 _until(running, 45, "the task RUNNING on the leader", run, err)
                 acked = lambda: _https_json(f"{leader.url}/state", pki.ca)["acknowledged"]  # noqa: E731
                 _until(acked, 15, "its updates acknowledged", run, err)
