@@ -23,11 +23,12 @@ from eventsourcing.persistence import OperationalError
 from rich.console import Console
 
 from engine.ledger import Ledger
+from engine.log_address import is_log_url
 from engine.store import DamagedRecord, LogOpenError
 from engine.wire import WireError
 from tools.forensics import times
 from tools.forensics.times import clock, iso, when  # noqa: F401  (the commands' formatters)
-from tools.readonly import ReadOnlyLedger
+from tools.readonly import ReadOnlyLedger, open_log
 
 # Where the log is unless --log or TASKLEDGER_LOG says otherwise (relative to where the command
 # runs).
@@ -103,15 +104,47 @@ def note(text: str) -> None:
 
 # -- options -------------------------------------------------------------------------------
 def log_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--log (a folder or postgresql://USER@HOST:PORT/DB) and --password-file."""
+    command = click.option(
+        "--password-file",
+        metavar="FILE",
+        expose_value=False,
+        callback=_remember_password_file,
+        help="with --log postgresql://...: the PostgreSQL password (one line); else PGPASSWORD",
+    )(command)
     return click.option(
         "--log",
         "log_path",
         default=DEFAULT_LOG,
         envvar=LOG_ENVVAR,
         show_default=True,
-        metavar="PATH",
-        help=f"the log folder (or ${LOG_ENVVAR})",
+        metavar="PATH|URL",
+        help=f"the log folder, or a replicated log of record postgresql://USER@HOST:PORT/DB "
+        f"(or ${LOG_ENVVAR})",
     )(command)
+
+
+PASSWORD_FILE = "taskledger.password_file"  # where --password-file waits in click's context
+
+
+def _remember_password_file(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    # Kept aside rather than passed to every command: only opening the log needs it.
+    ctx.meta[PASSWORD_FILE] = value
+
+
+def log_password() -> str:
+    """The log of record's password, as `taskledger run` takes it: the --password-file's
+    line, else $PGPASSWORD (never the command line)."""
+    ctx = click.get_current_context(silent=True)
+    path = None if ctx is None else ctx.meta.get(PASSWORD_FILE)
+    if not path:
+        return os.environ.get("PGPASSWORD", "")
+    from tools.run_command import Failed, read_secret
+
+    try:
+        return read_secret(path)
+    except Failed as e:
+        raise CommandError(e.message) from None
 
 
 def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -138,9 +171,11 @@ def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
 # -- opening the log -----------------------------------------------------------------------
 @contextmanager
 def open_readonly(path: str) -> Iterator[ReadOnlyLedger]:
-    """The log opened read-only; a bad path becomes a CommandError naming it."""
+    """The log (a folder or a log of record's URL, tools/readonly.py's open_log) opened
+    read-only; a bad path, or a log of record that cannot be read, becomes a CommandError
+    naming it."""
     try:
-        ledger = ReadOnlyLedger.open(path)
+        ledger = open_log(path, password=log_password() if is_log_url(path) else "")
     except LogOpenError as e:
         raise CommandError(one_line(e)) from e
     try:
@@ -152,7 +187,9 @@ def open_readonly(path: str) -> Iterator[ReadOnlyLedger]:
 @contextmanager
 def open_writer(path: str, *, durable: bool = True) -> Iterator[Ledger]:
     """The log opened for writing (created if missing); a log held by another process or a
-    bad path becomes a CommandError naming it."""
+    bad path becomes a CommandError naming it, and so does a log of record: only its elected
+    `taskledger run` replica writes it."""
+    local_only(path, "a log of record is written only by its elected `taskledger run`")
     try:
         ledger = Ledger.open(path, durable=durable)
     except LogOpenError as e:
@@ -161,6 +198,15 @@ def open_writer(path: str, *, durable: bool = True) -> Iterator[Ledger]:
         yield ledger
     finally:
         ledger.close()
+
+
+def local_only(path: str, why: str) -> None:
+    """CommandError unless ``path`` names an LMDB log (a folder): ``why`` a log of record
+    will not do."""
+    if is_log_url(path):
+        raise CommandError(
+            f"--log {path}: {why}; give an LMDB log (a replica's mirror: its --local folder)"
+        )
 
 
 # -- --as-of ---------------------------------------------------------------------------------

@@ -82,6 +82,11 @@ def merged(found: Resolved) -> list[HistoryRow]:
     return [rows[n] for n in sorted(rows)]
 
 
+def leader_cell(epoch: int | None, replica: str | None) -> str:
+    """Who wrote an event, for a table: "b @2" (replica b at epoch 2), "-" if no leader."""
+    return "-" if epoch is None else f"{replica} @{epoch}"
+
+
 @click.command("history")
 @click.argument("task")
 @read_options
@@ -124,6 +129,10 @@ def history_command(task: str, log_path: str, as_of: str | None, as_json: bool) 
     ]
     if found.instance is not None:
         columns.insert(1, ("task", "left"))
+    # A replicated log's events name their writer; a log one process wrote shows no column.
+    led = found.index.leaders
+    if led:
+        columns.append(("leader", "left"))
     for name, justify in columns:
         # fold: a long word (REASON_RECONCILIATION, an agent id) breaks across lines
         # instead of being cut to "REASON_REC…" on a narrow terminal.
@@ -144,5 +153,7 @@ def history_command(task: str, log_path: str, as_of: str | None, as_json: bool) 
         ]
         if found.instance is not None:
             cells.insert(1, r.task)
+        if led:
+            cells.append(leader_cell(r.epoch, r.replica))
         table.add_row(*cells)
     out.print(table)

@@ -16,6 +16,7 @@ from tools.commands.common import (
     handle_errors,
     iso,
     json_option,
+    local_only,
     log_option,
     open_readonly,
     open_writer,
@@ -24,6 +25,9 @@ from tools.commands.common import (
     schema,
     when,
 )
+
+# A log of record holds events only: each replica snapshots its own mirror.
+SNAPSHOTS_ARE_LOCAL = "snapshots are not in a log of record, each replica keeps its own"
 
 
 @click.group("snapshot")
@@ -38,6 +42,7 @@ def snapshot_command() -> None:
 def take(log_path: str, as_json: bool) -> None:
     """Store the views as of the end of the log as a snapshot (a write: needs the log's
     writer lock, so not while a scheduler runs on it)."""
+    local_only(log_path, SNAPSHOTS_ARE_LOCAL)
     with open_readonly(log_path):
         pass  # a missing log is an error here, not a new empty one
     with open_writer(log_path) as ledger:
@@ -69,6 +74,7 @@ def take(log_path: str, as_json: bool) -> None:
 def prune(keep: int, log_path: str, as_json: bool) -> None:
     """Delete all but the newest --keep snapshots (never any of the log; a write: needs the
     log's writer lock, so not while a scheduler runs on it)."""
+    local_only(log_path, SNAPSHOTS_ARE_LOCAL)
     with open_readonly(log_path):
         pass  # a missing log is an error here, not a new empty one
     with open_writer(log_path) as ledger:
@@ -89,6 +95,7 @@ def prune(keep: int, log_path: str, as_json: bool) -> None:
 @read_options
 def list_snapshots(log_path: str, as_of: str | None, as_json: bool) -> None:
     """The stored snapshots, oldest first (with --as-of: those at or before it)."""
+    local_only(log_path, SNAPSHOTS_ARE_LOCAL)
     with open_readonly(log_path) as ledger:
         at = resolve_as_of(ledger, as_of)
         stored = [s for s in ledger.stored_snapshots() if s.nid <= at.nid]
@@ -123,6 +130,7 @@ def list_snapshots(log_path: str, as_of: str | None, as_json: bool) -> None:
 def check(ids: tuple[int, ...], log_path: str, as_of: str | None, as_json: bool) -> None:
     """Check snapshots (all, or the given ids): checksum, shape, and that each equals the
     views replayed from scratch up to its id. Exit status 1 if one fails."""
+    local_only(log_path, SNAPSHOTS_ARE_LOCAL)
     results = []
     with open_readonly(log_path) as ledger:
         at = resolve_as_of(ledger, as_of)

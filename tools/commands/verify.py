@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 from rich.table import Table
 
 from engine.log_address import is_log_url
+from engine.store import LogOpenError
 from tools.commands.common import (
     DAMAGE_FOUND,
     CommandError,
     console,
     dash,
     emit_json,
+    log_password,
     one_line,
     open_readonly,
     read_options,
@@ -21,6 +21,7 @@ from tools.commands.common import (
     schema,
 )
 from tools.forensics.verify import verify
+from tools.readonly import log_of_record
 
 
 @click.command("verify")
@@ -88,27 +89,20 @@ def verify_command(log_path: str, as_of: str | None, as_json: bool) -> None:
 
 def _verify_log_of_record(url: str, as_of: str | None, as_json: bool) -> None:
     """`verify --log postgresql://...`: the replicated log of record (its epochs, positions
-    and records; the password from PGPASSWORD). The mirrors are LMDB logs: verify those by
-    their folder."""
-    from eventsourcing.persistence import PersistenceError
-
-    from engine.log_address import LogAddressError, parse_log_url
-    from engine.replication import connect, read_written
+    and records; the password from --password-file or PGPASSWORD). The mirrors are LMDB
+    logs: verify those by their folder. It reads PostgreSQL's rows straight (their stored
+    epochs and replicas are what it checks), not the copy the other commands read
+    (tools/readonly.py)."""
+    from engine.replication import read_written
     from tools.forensics.log_of_record import ORDER, check_written
 
     if as_of is not None:
         raise CommandError("--as-of is for an LMDB log; a log of record is checked whole")
     try:
-        address = parse_log_url(url)
-    except LogAddressError as e:
-        raise CommandError(str(e)) from None
-    datastore, recorder = connect(address, os.environ.get("PGPASSWORD", ""))
-    try:
-        report = check_written(read_written(recorder))
-    except PersistenceError as e:
-        raise CommandError(f"cannot read the log of record {address.text}: {one_line(e)}") from e
-    finally:
-        datastore.close()
+        with log_of_record(url, log_password()) as (address, recorder):
+            report = check_written(read_written(recorder))
+    except LogOpenError as e:
+        raise CommandError(one_line(e)) from None
     if as_json:
         emit_json(
             {

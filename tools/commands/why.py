@@ -23,7 +23,7 @@ from tools.commands.common import (
     schema,
     when,
 )
-from tools.commands.history import Resolved, resolve_task, row_json
+from tools.commands.history import Resolved, leader_cell, resolve_task, row_json
 from tools.forensics.found_by import cell_finder
 from tools.forensics.history import history
 from tools.forensics.index import LogIndex, moment
@@ -121,10 +121,15 @@ def why_command(task: str, log_path: str, as_of: str | None, as_json: bool) -> N
 
 def _steps(out: Any, c: dict) -> None:
     table = Table(show_header=True)
-    for name in ("step", "id", "time (UTC)", "what"):
+    # A replicated log's steps name their writer; a log one process wrote shows no column.
+    led = any(s["epoch"] is not None for s in c["chain"])
+    for name in ("step", "id", "time (UTC)", "what", *(("leader",) if led else ())):
         table.add_column(name, overflow="fold")
     for s in c["chain"]:
-        table.add_row(s["step"], dash(s["id"]), when(s["time"]), s["what"])
+        cells = [s["step"], dash(s["id"]), when(s["time"]), s["what"]]
+        if led:
+            cells.append(leader_cell(s["epoch"], s["replica"]))
+        table.add_row(*cells)
     out.print(table)
 
 

@@ -46,6 +46,10 @@ class HistoryRow(NamedTuple):
     mesos_state: str | None  # Mesos's latest state of the task right after the event
     detail: str  # a short description of the rest
     task: str | None = None  # the task it is about (the one asked for)
+    # Who wrote it, in a replicated log (tools/forensics/leaders.py); None in a log one
+    # process wrote.
+    epoch: int | None = None
+    replica: str | None = None
 
 
 def source_of(event: Any) -> str:
@@ -157,6 +161,7 @@ def history(index: LogIndex, task_id: str) -> list[HistoryRow]:
             if run is None and command is not None:
                 run = index.run_of_command(command)
         update = kind is StatusUpdateReceived
+        writer = index.leaders.writer_of(nid)
         rows.append(
             HistoryRow(
                 nid,
@@ -173,6 +178,8 @@ def history(index: LogIndex, task_id: str) -> list[HistoryRow]:
                 mesos_state,
                 describe(event),
                 task_id,
+                None if writer is None else writer.epoch,
+                None if writer is None else writer.replica,
             )
         )
     return rows

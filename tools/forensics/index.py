@@ -33,6 +33,7 @@ from engine.events import (
     CommandFailed,
     CommandIssued,
     DispatchResumed,
+    LeaderElected,
     ReconciliationCompleted,
     ReconciliationRound,
     ReconciliationStarted,
@@ -45,6 +46,7 @@ from engine.ledger import LedgerState
 from engine.rules import CommandKind
 from tools.forensics import outcomes
 from tools.forensics.launches import in_flight
+from tools.forensics.leaders import Leaders, Leadership
 from tools.forensics.times import DATABLE_FROM, DATABLE_UNTIL
 
 # Events that report on a command: they name it by `command_id`.
@@ -55,6 +57,9 @@ COMMAND_STEPS: tuple[type, ...] = (
     CommandCancelled,
     TaskMarkedLost,
 )
+# The triggers of the run a (re-)subscription starts (engine/mesos/core.py's _subscribed):
+# the first of a leadership is the run its leader started on taking over.
+SUBSCRIBED = frozenset({"registered", "reregistered"})
 # The command kind whose `tasks` is a batch of questions, not an action on one task.
 RECONCILE = CommandKind.RECONCILE.value
 RESCHEDULE = CommandKind.RESCHEDULE.value
@@ -277,6 +282,10 @@ class LogIndex:
     created_by: dict[str, int] = field(default_factory=dict)
     # An operator's resumes of dispatch after the breaker halted it, in log order.
     resumes: list[tuple[int, DispatchResumed]] = field(default_factory=list)
+    # A replicated log's leaderships (tools/forensics/leaders.py), and the run each started
+    # when it took over: a new leader subscribes to Mesos, and a subscription reconciles.
+    leaders: Leaders = field(default_factory=Leaders)
+    first_runs: dict[str, Leadership] = field(default_factory=dict)
     # with timeline=True only:
     drift_samples: list[DriftSample] = field(default_factory=list)
     episodes: list[Episode] = field(default_factory=list)  # by start, ended or not
@@ -397,6 +406,7 @@ class _Fold:
         self.index = index
         self.keep = keep  # the tasks whose events are kept (None: every task)
         self.asks = _Asks()
+        self.reconciled: set[int] = set()  # the leaderships (LeaderElected ids) that ran one
 
     def _add(self, task_id: str, nid: int, event: Any) -> None:
         if self.keep is None or task_id in self.keep:
@@ -406,6 +416,10 @@ class _Fold:
         # The saga's record of the run, which it updates until the run ends.
         saga = self.index.state.saga.runs.active[e.kind]
         self.index.runs[e.run_id] = Run(saga, len(self.index.runs) + 1)
+        leader = self.index.leaders.writer_of(nid)
+        if e.trigger in SUBSCRIBED and leader is not None and leader.nid not in self.reconciled:
+            self.reconciled.add(leader.nid)
+            self.index.first_runs[e.run_id] = leader
 
     def run_round(self, nid: int, e: ReconciliationRound) -> None:
         run = self.index.runs.get(e.run_id)
@@ -449,6 +463,9 @@ class _Fold:
     def resumed(self, nid: int, e: DispatchResumed) -> None:
         self.index.resumes.append((nid, e))
 
+    def elected(self, nid: int, e: LeaderElected) -> None:
+        self.index.leaders.add(Leadership(nid, e.time, e.epoch, e.replica))
+
     def about_task(self, nid: int, e: Any) -> None:
         task_id = getattr(e, "task_id", None)
         if task_id is None:
@@ -474,6 +491,7 @@ _FOLD: dict[type, Callable[[_Fold, int, Any], None]] = {
     CommandIssued: _Fold.issued,
     **{kind: _Fold.command_step for kind in COMMAND_STEPS},
     DispatchResumed: _Fold.resumed,
+    LeaderElected: _Fold.elected,
 }
 
 

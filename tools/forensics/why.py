@@ -26,6 +26,7 @@ from engine.events import (
 from tools.forensics import found_by as finders
 from tools.forensics.history import summary
 from tools.forensics.index import RECONCILE, Command, LogIndex, Moment, Run
+from tools.forensics.leaders import Leadership
 from tools.forensics.outcomes import plural, run_story
 from tools.forensics.times import clock as _clock
 
@@ -41,10 +42,13 @@ VERBS: dict[str, str] = {
 class Step(NamedTuple):
     """One link of a chain."""
 
-    step: str  # "observation", "run", "rule", "command", "dispatch", "outcome"
+    step: str  # "observation", "run", "rule", "command", "dispatch", "outcome", "leader"
     id: int | None  # the notification id of the event behind it, if one
     time: float | None
     what: str
+    # Who wrote the event behind it, in a replicated log (tools/forensics/leaders.py).
+    epoch: int | None = None
+    replica: str | None = None
 
 
 class Chain(NamedTuple):
@@ -237,6 +241,7 @@ def chain(index: LogIndex, command: Command, lookup: Callable[[int], Any | None]
         steps.append(Step("outcome", None, command.last_answer_time, _answers(command)))
     elif command.outcome_nid is None:
         steps.append(Step("outcome", None, None, f"none yet ({command.status})"))
+    steps = with_leaders(index, steps, run)
     return Chain(
         command.nid,
         e.kind,
@@ -253,6 +258,58 @@ def chain(index: LogIndex, command: Command, lookup: Callable[[int], Any | None]
         command.answers,
         e.task_id,
     )
+
+
+# What a change of leader between two links of a chain means, by the later link's step.
+_TOOK_OVER: dict[str, str] = {
+    "dispatch": "and dispatched what {old} had left pending",
+    "outcome": "and saw the outcome of what {old} had begun",
+    "command": "and issued the command on what {old} had recorded",
+    "run": "and went on with the run {old} had started",
+}
+
+
+def _took_over(new: Leadership, old: Leadership | None, step: str) -> str:
+    text = f"failover: {new.label()} took over (event #{new.nid})"
+    if old is None:
+        return text
+    then = _TOOK_OVER.get(step, "after {old}")
+    return f"{text} " + then.format(old=old.label())
+
+
+def with_leaders(index: LogIndex, steps: list[Step], run: Run | None) -> list[Step]:
+    """The steps with their writers, in a replicated log, and a "leader" step wherever the
+    leader changed between two of them (a failover in the middle of the chain) or the run
+    was the first a new leader started (it reconciles when it takes over). A log one
+    process wrote: the steps as they are."""
+    leaders = index.leaders
+    if not leaders:
+        return steps
+    took_over = None if run is None else index.first_runs.get(run.run_id)
+    shown: list[Step] = []
+    latest: Leadership | None = None  # the newest leadership of the steps so far
+    announced: set[int] = set()  # the leaderships a "leader" step named already
+    for s in steps:
+        writer = None if s.id is None else leaders.writer_of(s.id)
+        if writer is None:
+            shown.append(s)
+            continue
+        what = None
+        if latest is not None and writer.nid > latest.nid:
+            what = _took_over(writer, latest, s.step)
+        elif writer == took_over and s.step == "run":
+            old = leaders.before(writer)
+            what = f"{writer.label()} took over (event #{writer.nid})"
+            if old is not None:
+                what += f" from {old.label()}"
+            what += " and started this run: a new leader reconciles first"
+        if what is not None and writer.nid not in announced:
+            announced.add(writer.nid)
+            shown.append(Step("leader", writer.nid, writer.time, what, *writer[2:]))
+        if latest is None or writer.nid > latest.nid:
+            latest = writer
+        shown.append(s._replace(epoch=writer.epoch, replica=writer.replica))
+    return shown
 
 
 def chains(index: LogIndex, task_id: str, lookup: Callable[[int], Any | None]) -> list[Chain]:
