@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
 from saga_cluster import FakeMaster, run_for, status
 
+from engine.events import LeaderElected, TaskCreated
 from engine.ledger import Ledger
 from tools.forensics.index import build
 
@@ -41,3 +44,23 @@ def test_runs_and_commands_are_the_sagas_own_records(tmp_path):
         assert explicit.outcome is None  # still running: the saga's live record of it
         assert explicit.saga is index.state.saga.runs.active["explicit"]
         assert explicit.saga == saga.runs.active["explicit"]
+
+
+@given(st.lists(st.booleans(), max_size=40))
+def test_each_event_is_written_by_the_leader_elected_last_before_it(elections: list[bool]):
+    """A LeaderElected wherever `elections` says True, a task's event elsewhere: every
+    event's writer is the last LeaderElected at or before it, and none before the first."""
+    events, epoch = [], 0
+    for nid, elected in enumerate(elections, start=1):
+        if elected:
+            epoch += 1
+            events.append((nid, LeaderElected(float(nid), None, epoch, f"r{epoch}")))
+        else:
+            events.append((nid, TaskCreated(float(nid), None, f"web/{nid}/x", "web", nid)))
+    leaders = build(events).leaders
+    latest = None
+    for nid, event in events:
+        if type(event) is LeaderElected:
+            latest = (nid, event.epoch, event.replica)
+        writer = leaders.writer_of(nid)
+        assert (None if writer is None else (writer.nid, writer.epoch, writer.replica)) == latest

@@ -269,11 +269,12 @@ def test_a_log_one_process_wrote_shows_no_writer(story_log: str) -> None:
 def test_why_names_the_failover_in_the_chain(written: Written) -> None:
     os.environ["PGPASSWORD"] = written.password
     try:
-        pending = as_chain(run("why", "rogue/1", "--log", written.url, "--json").stdout)
-        started = as_chain(run("why", "rogue/2", "--log", written.url, "--json").stdout)
+        pending_doc = run("why", "rogue/1", "--log", written.url, "--json").stdout
+        started_doc = run("why", "rogue/2", "--log", written.url, "--json").stdout
         shown = run("why", "rogue/1", "--log", written.url).stdout
     finally:
         del os.environ["PGPASSWORD"]
+    pending, started = as_chain(pending_doc), as_chain(started_doc)
     [leader] = [s for s in pending if s["step"] == "leader"]
     assert leader["id"] == B_ELECTED and (leader["epoch"], leader["replica"]) == (2, "b")
     assert leader["what"] == (
@@ -291,6 +292,12 @@ def test_why_names_the_failover_in_the_chain(written: Written) -> None:
     )
     assert started[started.index(leader) + 1]["id"] == B_RUN
     assert "failover: replica b (epoch 2)" in " ".join(shown.split())
+    [kill] = json.loads(pending_doc)["commands"]
+    assert kill["sentence"].endswith(
+        "(issued under replica a (epoch 1), carried on by replica b (epoch 2) after a failover)"
+    )
+    [kill] = json.loads(started_doc)["commands"]
+    assert "failover" not in kill["sentence"]
 
 
 def as_chain(stdout: str) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from typing import Any
 from engine.ledger_state import LedgerState, decode_records
 from engine.log_address import LogAddress, LogAddressError, is_log_url, parse_log_url
 from engine.log_reader import LogReader, StoredSnapshot  # noqa: F401  (re-exported)
-from engine.store import LMDBDatastore, LogOpenError
+from engine.store import DamagedRecord, LMDBDatastore, LogOpenError
 from projections.drift_view import Drift
 from projections.views import Views
 
@@ -184,6 +184,8 @@ def log_of_record(address: str, password: str) -> Iterator[tuple[LogAddress, Any
             )
         try:
             yield where, recorder
+        except DamagedRecord:
+            raise  # the log's damage, not the server's: said as damage (exit status 1)
         except PersistenceError as e:
             raise LogOfRecordError(f"cannot read the log {where.text}: {_one_line(e)}") from e
     finally:

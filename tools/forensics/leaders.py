@@ -53,12 +53,3 @@ class Leaders:
         """The leadership this one followed, or None for the log's first."""
         at = self.all.index(leadership)
         return self.all[at - 1] if at else None
-
-    def writer_fields(self, nid: int) -> dict[str, int | str | None]:
-        """``{"epoch": ..., "replica": ...}`` of event ``nid`` (None each when it has none):
-        the fields a JSON row carries."""
-        writer = self.writer_of(nid)
-        return {
-            "epoch": None if writer is None else writer.epoch,
-            "replica": None if writer is None else writer.replica,
-        }

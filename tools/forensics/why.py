@@ -251,7 +251,7 @@ def chain(index: LogIndex, command: Command, lookup: Callable[[int], Any | None]
         None if run is None else run.ordinal,
         command.status,
         command.outcome,
-        sentence(command, run, finder),
+        sentence(command, run, finder) + failover_clause(index, command),
         command.found,
         steps,
         finder,
@@ -275,6 +275,17 @@ def _took_over(new: Leadership, old: Leadership | None, step: str) -> str:
         return text
     then = _TOOK_OVER.get(step, "after {old}")
     return f"{text} " + then.format(old=old.label())
+
+
+def failover_clause(index: LogIndex, command: Command) -> str:
+    """What the sentence adds when a failover split the command's life: who issued it and
+    who carried it on; "" when one leader (or no replicated log) saw it through."""
+    leaders = index.leaders
+    issued = leaders.writer_of(command.nid)
+    last = leaders.writer_of(command.steps[-1][0]) if command.steps else None
+    if issued is None or last is None or last.nid <= issued.nid:
+        return ""
+    return f" (issued under {issued.label()}, carried on by {last.label()} after a failover)"
 
 
 def with_leaders(index: LogIndex, steps: list[Step], run: Run | None) -> list[Step]:
