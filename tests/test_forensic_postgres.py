@@ -331,9 +331,9 @@ def test_a_log_of_record_that_cannot_be_read_is_one_line(
     line = _fails("history", "x", "--log", f"postgresql://u:secret@127.0.0.1:{postgres.port}/d")
     assert "holds a password" in line and "secret" not in line
     closed = f"postgresql://{postgres.user}@127.0.0.1:1/{postgres.dbname}"
-    assert "cannot reach the log" in _fails("why", "x", "--log", closed)
+    assert "cannot connect to the log" in _fails("why", "x", "--log", closed)
     line = _fails("drift", "--log", written.url, env={"PGPASSWORD": "wrong"})
-    assert "cannot reach the log" in line and "password authentication failed" in line
+    assert "cannot connect to the log" in line and "password authentication failed" in line
     with postgres.fresh_schema() as empty:
         url = f"{base}?schema={empty}"
         line = _fails("query", "--log", url, env={"PGPASSWORD": postgres.password})

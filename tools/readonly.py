@@ -170,13 +170,13 @@ def log_of_record(address: str, password: str) -> Iterator[tuple[LogAddress, Any
             connect_timeout=5,
         ).close()
     except psycopg.Error as e:
-        raise LogOfRecordError(f"cannot reach the log {where.text}: {_one_line(e)}") from None
+        raise LogOfRecordError(f"cannot connect to the log {where.text}: {_one_line(e)}") from None
     datastore, recorder = connect(where, password, connections=1)
     try:
         try:
             present = recorder.tables_exist()
         except PersistenceError as e:
-            raise LogOfRecordError(f"cannot reach the log {where.text}: {_one_line(e)}") from None
+            raise LogOfRecordError(f"cannot connect to the log {where.text}: {_one_line(e)}") from None
         if not present:
             raise LogOfRecordError(
                 f"log {where.text}: the database holds no taskledger log (no table "
