@@ -74,6 +74,14 @@ def _answer(task: str, state: str, t: float, agent: str = "agent-1") -> dict[str
     )
 
 
+def _kill(ledger: Ledger, t: float, task: str, seen: int, run: str) -> int:
+    """The saga's KILL of an orphan the run found (update ``seen``): its command id."""
+    (kill,) = ledger.append(
+        [CommandIssued(t, None, "KILL", task, "R-IMPLICIT-KILL-UNKNOWN", [seen], run)]
+    )
+    return kill
+
+
 @pytest.fixture(scope="module")
 def written(
     postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
@@ -100,13 +108,7 @@ def written(
         seen = ledger.status_update(
             _answer("rogue/1", "TASK_RUNNING", t + 2, "agent-3"), time=t + 2
         )
-        (kill,) = ledger.append(
-            [
-                CommandIssued(
-                    t + 3, None, "KILL", "rogue/1", "R-IMPLICIT-KILL-UNKNOWN", [seen], "implicit-1"
-                )
-            ]
-        )
+        kill = _kill(ledger, t + 3, "rogue/1", seen, "implicit-1")
         assert kill == A_LEFT_PENDING
         a.close()  # replica a dies before dispatching the KILL
         ledger.close()
@@ -136,14 +138,7 @@ def written(
         found = ledger.status_update(
             _answer("rogue/2", "TASK_RUNNING", t + 3, "agent-4"), time=t + 3
         )
-        (kill_2,) = ledger.append(
-            [
-                CommandIssued(
-                    t + 4, None, "KILL", "rogue/2", "R-IMPLICIT-KILL-UNKNOWN", [found], "explicit-2"
-                )
-            ]
-        )
-        assert kill_2 == B_KILL
+        assert _kill(ledger, t + 4, "rogue/2", found, "explicit-2") == B_KILL
         ledger.append([CommandDispatched(t + 5, None, kill)])
         killed = ledger.status_update(
             task_status(
