@@ -114,7 +114,7 @@ class ReadOnlyLedger(LogReader):
 
 _U64 = struct.Struct(">Q")  # a notification id as the store keys it
 
-COPY_CHUNK = 10_000  # events read from a log of record per query
+COPY_CHUNK = 10_000  # events read from a log of record at a time
 
 
 class LogOfRecordError(LogOpenError):
@@ -176,7 +176,9 @@ def log_of_record(address: str, password: str) -> Iterator[tuple[LogAddress, Any
         try:
             present = recorder.tables_exist()
         except PersistenceError as e:
-            raise LogOfRecordError(f"cannot connect to the log {where.text}: {_one_line(e)}") from None
+            raise LogOfRecordError(
+                f"cannot connect to the log {where.text}: {_one_line(e)}"
+            ) from None
         if not present:
             raise LogOfRecordError(
                 f"log {where.text}: the database holds no taskledger log (no table "
@@ -194,23 +196,39 @@ def log_of_record(address: str, password: str) -> Iterator[tuple[LogAddress, Any
 
 def _copy(recorder: Any, where: LogAddress, folder: str) -> None:
     """Appends the Ledger's stream of the log of record to a new LMDB log in ``folder``, in
-    position order, as a follower's mirror applies it."""
+    position order, as a follower's mirror applies it. One query in one transaction (a
+    consistent view of the log, however long the copy takes), streamed through a server-side
+    cursor in chunks as plain tuples: eventsourcing's select_events, a query per chunk each
+    row built as a dict, took two thirds of the copy."""
+    from eventsourcing.persistence import StoredEvent
+    from psycopg.rows import tuple_row
+    from psycopg.sql import SQL, Identifier
+
     from engine.ledger import LEDGER_STREAM, Ledger
 
+    statement = SQL(
+        "SELECT originator_version, topic, state FROM {table} WHERE originator_id = %s "
+        "ORDER BY originator_version"
+    ).format(table=Identifier(where.schema, recorder.events_table_name))
     failed: list[BaseException] = []
 
     def applied(ids: list[int] | None, error: BaseException | None) -> None:
         if error is not None:
             failed.append(error)
 
-    with Ledger.open(folder, durable=False) as ledger:
-        position = 0
-        while True:
-            chunk = recorder.select_events(LEDGER_STREAM, gt=position - 1, limit=COPY_CHUNK)
-            if not chunk:
-                break
-            ledger.submit_replicated(chunk, done=applied)
-            position = chunk[-1].originator_version + 1
+    with (
+        Ledger.open(folder, durable=False) as ledger,
+        recorder.datastore.get_connection() as conn,
+        conn.transaction(),
+        conn.cursor(name="taskledger_copy", row_factory=tuple_row) as cursor,
+    ):
+        cursor.itersize = COPY_CHUNK
+        cursor.execute(statement, (LEDGER_STREAM,))
+        while rows := cursor.fetchmany(COPY_CHUNK):
+            stored = [
+                StoredEvent(LEDGER_STREAM, v, topic, bytes(state)) for v, topic, state in rows
+            ]
+            ledger.submit_replicated(stored, done=applied)
         ledger.flush()
     if failed:
         raise failed[0]
