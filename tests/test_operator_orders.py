@@ -237,6 +237,8 @@ def test_resume_releases_what_the_breaker_held_and_why_names_who(ledger):
             "time_iso": "2024-05-01T03:00:00Z",
             "what": "held by the blast-radius breaker; approved when hal resumed dispatch: "
             "the kills are mine",
+            "epoch": None,  # one process wrote the log: no leader wrote the step's event
+            "replica": None,
         }
     ]
     steps = [s["step"] for s in kill["chain"]]
