@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import pytest
 from builders import mesos_uuid, task_status
 from cli_log import T0, run
@@ -333,6 +334,11 @@ def test_a_log_of_record_that_cannot_be_read_is_one_line(
         url = f"{base}?schema={empty}"
         line = _fails("query", "--log", url, env={"PGPASSWORD": postgres.password})
         assert "holds no taskledger log" in line and empty in line
+        with psycopg.connect(postgres.dsn) as conn:
+            tables = conn.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (empty,)
+            ).fetchone()
+        assert tables == (0,)  # nothing created there
     secret = tmp_path / "pw"
     secret.write_text(postgres.password + "\n")
     result = run("history", "rogue/1", "--log", written.url, "--password-file", str(secret))
