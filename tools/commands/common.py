@@ -104,7 +104,22 @@ def note(text: str) -> None:
 
 # -- options -------------------------------------------------------------------------------
 def log_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--log (a folder or postgresql://USER@HOST:PORT/DB) and --password-file."""
+    """--log, a folder: for the commands that write it (and `ctl`, which finds the
+    scheduler serving it)."""
+    return click.option(
+        "--log",
+        "log_path",
+        default=DEFAULT_LOG,
+        envvar=LOG_ENVVAR,
+        show_default=True,
+        metavar="PATH",
+        help=f"the log folder (or ${LOG_ENVVAR})",
+    )(command)
+
+
+def log_address_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--log, a folder or a log of record's URL (tools/readonly.py's open_log), and
+    --password-file: for the commands that read it."""
     command = click.option(
         "--password-file",
         metavar="FILE",
@@ -164,8 +179,9 @@ def as_of_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--log, --as-of, --json and one-line errors: the options of every read command."""
-    return log_option(as_of_option(json_option(handle_errors(command))))
+    """--log (and --password-file), --as-of, --json and one-line errors: the options of
+    every read command."""
+    return log_address_option(as_of_option(json_option(handle_errors(command))))
 
 
 # -- opening the log -----------------------------------------------------------------------
