@@ -45,7 +45,7 @@ def _url(scheduler: str | None, log_path: str) -> str:
     try:
         with open(found) as f:
             return f.read().strip()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a path no file can have (a NUL in it)
         raise CtlFailed(
             f"no --scheduler URL given (or TASKLEDGER_SCHEDULER), and no scheduler is serving "
             f"the log {log_path} (no {found})"
