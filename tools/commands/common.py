@@ -103,18 +103,22 @@ def note(text: str) -> None:
 
 
 # -- options -------------------------------------------------------------------------------
-def log_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--log, a folder: for the commands that write it (and `ctl`, which finds the
-    scheduler serving it)."""
+def _log(metavar: str, help: str) -> Callable[..., Any]:
     return click.option(
         "--log",
         "log_path",
         default=DEFAULT_LOG,
         envvar=LOG_ENVVAR,
         show_default=True,
-        metavar="PATH",
-        help=f"the log folder (or ${LOG_ENVVAR})",
-    )(command)
+        metavar=metavar,
+        help=f"{help} (or ${LOG_ENVVAR})",
+    )
+
+
+def log_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--log, a folder: for the commands that write it (and `ctl`, which finds the
+    scheduler serving it)."""
+    return _log("PATH", "the log folder")(command)
 
 
 def log_address_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -127,16 +131,8 @@ def log_address_option(command: Callable[..., Any]) -> Callable[..., Any]:
         callback=_remember_password_file,
         help="with --log postgresql://...: the PostgreSQL password (one line); else PGPASSWORD",
     )(command)
-    return click.option(
-        "--log",
-        "log_path",
-        default=DEFAULT_LOG,
-        envvar=LOG_ENVVAR,
-        show_default=True,
-        metavar="PATH|URL",
-        help=f"the log folder, or a replicated log of record postgresql://USER@HOST:PORT/DB "
-        f"(or ${LOG_ENVVAR})",
-    )(command)
+    url = "the log folder, or a replicated log of record postgresql://USER@HOST:PORT/DB"
+    return _log("PATH|URL", url)(command)
 
 
 PASSWORD_FILE = "taskledger.password_file"  # where --password-file waits in click's context
