@@ -141,6 +141,7 @@ class Replica:
         self.epoch: int | None = None
         self._on_deposed = on_deposed
         self._observer = observer
+        self._times_lag = hasattr(observer, "observe_follower_lag")
         self._clock = clock
         self._elected: int | None = None
         self._elected_event = threading.Event()
@@ -286,7 +287,9 @@ class Replica:
         if not fresh:
             return
         self._next += len(fresh)
-        written_at = _decoded(fresh[-1]).time if timed and not self._leading else None
+        # Decoded twice (here and by the ledger) only when someone reads the lag.
+        timed = timed and not self._leading and self._times_lag
+        written_at = _decoded(fresh[-1]).time if timed else None
         self.ledger.submit_replicated(
             fresh, done=lambda ids, error: self._applied(ids, error, written_at)
         )
@@ -301,10 +304,9 @@ class Replica:
             if self._failed is None:
                 self._failed = error
             return
-        observe = getattr(self._observer, "observe_follower_lag", None)
-        if written_at is not None and observe is not None:
+        if written_at is not None:
             # The leader's clock against ours: one machine, or clocks kept by NTP.
-            observe(self._clock() - written_at)
+            self._observer.observe_follower_lag(self._clock() - written_at)
 
     # -- leading ---------------------------------------------------------------------------
     def _replicate(self, requests: list[Any]) -> None:
