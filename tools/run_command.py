@@ -28,6 +28,7 @@ import click
 from engine.mesos.core import MAX_LAUNCHING
 from engine.mesos.inflight import DEFAULT_LIMIT as DEFAULT_IN_FLIGHT
 from tools.run_config import Duration, config_option, file_note, render, setting
+from tools.secret_file import SecretFileError, postgres_password, read_secret
 
 # Test-only hooks (tests/test_crash_loop.py). With one of these set to N, the process prints
 # "taskledger: test hook: killed before <appending|acknowledging> <task id> <uuid>" on
@@ -154,21 +155,12 @@ def configure_logging(verbose: bool) -> None:
 
 
 # -- credentials and the API -----------------------------------------------------------------
-def read_secret(path: str) -> str:
-    """The secret in a file (one line; a trailing newline is not part of it)."""
+def _secret(path: str) -> str:
+    """read_secret's answer, or Failed naming the file."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(4097)
-    except OSError as e:
-        raise Failed(f"cannot read the secret file {path}: {e.strerror}") from None
-    secret = raw.rstrip(b"\r\n")
-    if not secret or len(raw) > 4096 or b"\n" in secret:
-        raise Failed(f"the secret file {path} must hold one line (the secret)")
-    try:
-        return secret.decode("ascii")
-    except UnicodeDecodeError:
-        # pymesos encodes "principal:secret" as ASCII for HTTP basic authentication.
-        raise Failed(f"the secret in {path} is not ASCII (pymesos cannot send it)") from None
+        return read_secret(path)
+    except SecretFileError as e:
+        raise Failed(str(e)) from None
 
 
 def _credential(principal: str | None, secret_file: str | None) -> tuple[str, str] | None:
@@ -180,7 +172,7 @@ def _credential(principal: str | None, secret_file: str | None) -> tuple[str, st
         raise Failed("--principal needs --secret-file (the secret is never a command-line value)")
     if ":" in principal or not principal.isascii():
         raise Failed(f"--principal {principal!r}: ASCII without ':' (HTTP basic authentication)")
-    return principal, read_secret(secret_file)
+    return principal, _secret(secret_file)
 
 
 def _api(listen: str, token_file: str | None) -> Any:
@@ -625,10 +617,10 @@ def _replication(values: dict[str, Any]) -> tuple[str, Any]:
     replica = values["replica"] or socket.gethostname()
     if "/" in replica or not replica.strip():
         raise Failed(f"--replica {replica!r}: a name without '/'")
-    if values["password_file"]:
-        password = read_secret(values["password_file"])
-    else:
-        password = os.environ.get("PGPASSWORD", "")
+    try:
+        password = postgres_password(values["password_file"])
+    except SecretFileError as e:
+        raise Failed(str(e)) from None
     config = ReplicationConfig(
         log=address,
         zk_hosts=hosts,

@@ -29,6 +29,7 @@ from engine.wire import WireError
 from tools.forensics import times
 from tools.forensics.times import clock, iso, when  # noqa: F401  (the commands' formatters)
 from tools.readonly import ReadOnlyLedger, open_log
+from tools.secret_file import SecretFileError, postgres_password
 
 # Where the log is unless --log or TASKLEDGER_LOG says otherwise (relative to where the command
 # runs).
@@ -147,15 +148,10 @@ def log_password() -> str:
     """The log of record's password, as `taskledger run` takes it: the --password-file's
     line, else $PGPASSWORD (never the command line)."""
     ctx = click.get_current_context(silent=True)
-    path = None if ctx is None else ctx.meta.get(PASSWORD_FILE)
-    if not path:
-        return os.environ.get("PGPASSWORD", "")
-    from tools.run_command import Failed, read_secret
-
     try:
-        return read_secret(path)
-    except Failed as e:
-        raise CommandError(e.message) from None
+        return postgres_password(None if ctx is None else ctx.meta.get(PASSWORD_FILE))
+    except SecretFileError as e:
+        raise CommandError(str(e)) from None
 
 
 def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
