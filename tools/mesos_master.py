@@ -160,13 +160,11 @@ def probe(address: str, timeout: float, tls: MasterTLS | None = None) -> str:
     """The version a Mesos master at HOST:PORT reports (GET /version, as pymesos asks),
     over TLS with ``tls``; raises OSError if nothing answers, MasterTLSError if TLS with it
     cannot work, MasterUnreachable if something else answers."""
-    host, _, port = address.rpartition(":")
     if tls is None:
-        conn: http.client.HTTPConnection = http.client.HTTPConnection(
-            host, int(port), timeout=timeout
-        )
+        host, _, port = address.rpartition(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     else:
-        conn = http.client.HTTPSConnection(host, int(port), timeout=timeout, context=tls.context)
+        conn = tls.connection(address, timeout=timeout)
     try:
         conn.request("GET", "/version")
         response = conn.getresponse()

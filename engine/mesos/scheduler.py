@@ -39,17 +39,10 @@ class _Driver(MesosSchedulerDriver):
         self.master_id = master_info.get("id") or self.master
         super().on_subscribed(info)
 
-    def _https(self, master: str) -> http.client.HTTPSConnection:
-        assert self.tls is not None
-        host, _, port = master.rpartition(":")
-        return http.client.HTTPSConnection(
-            host, int(port), timeout=self._timeout, context=self.tls.context
-        )
-
     def _get_version(self, master: str | None) -> str | None:
         if self.tls is None or master is None:
             return super()._get_version(master)
-        conn = self._https(master)
+        conn = self.tls.connection(master, timeout=self._timeout)
         try:  # pymesos's question (it decides the GPU_RESOURCES capability), over TLS
             conn.request("GET", "/version")
             response = conn.getresponse()
@@ -64,7 +57,7 @@ class _Driver(MesosSchedulerDriver):
     def _get_conn(self) -> Any:
         if self.tls is None or self._conn is not None or not self.connected:
             return super()._get_conn()
-        self._conn = self._https(self.master)
+        self._conn = self.tls.connection(self.master, timeout=self._timeout)
         return self._conn
 
 

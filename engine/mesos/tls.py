@@ -9,6 +9,7 @@ they all trust the same certificates and check the same host name.
 
 from __future__ import annotations
 
+import http.client
 import ssl
 from dataclasses import dataclass
 
@@ -46,6 +47,11 @@ class MasterTLS:
     def __init__(self, settings: TLSSettings) -> None:
         self.settings = settings
         self.context = client_context(settings)
+
+    def connection(self, address: str, *, timeout: float) -> http.client.HTTPSConnection:
+        """An https connection (http.client's) to the master at HOST:PORT ``address``."""
+        host, _, port = address.rpartition(":")
+        return http.client.HTTPSConnection(host, int(port), timeout=timeout, context=self.context)
 
     def failure(self, error: BaseException, address: str) -> str | None:
         """`failure` with these settings."""
